@@ -1,0 +1,5 @@
+"""Allows ``python -m kpiguard``."""
+
+from kpiguard.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,164 @@
+"""Every Prometheus metric kpiguard exports, declared against the registry handed to the app factory.
+
+Naming follows the Prometheus conventions: the ``kpiguard_`` prefix, base units, ``_total`` on
+counters, ``_seconds`` on durations and ``_ratio`` on fractions. Labels are bounded: ``domain`` and
+``metric`` pass through :class:`LabelGuard`, which admits at most ``max_label_pairs`` pairs.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from collections import OrderedDict
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from kpiguard import __version__
+
+log = logging.getLogger(__name__)
+
+# KPI values are business numbers (ROI in dollars, scores, ratios): symmetric, roughly logarithmic.
+KPI_VALUE_BUCKETS = (
+    -10000.0, -1000.0, -500.0, -100.0, -10.0, -1.0, 0.0,
+    0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 10.0, 100.0, 500.0, 1000.0, 10000.0,
+)
+HTTP_DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 500, 1000, 5000, 10000)
+EVALUATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+class LabelGuard:
+    """Admits at most ``cap`` distinct (domain, metric) pairs as label values; the rest are dropped and counted."""
+
+    # Remember this many refused pairs so that each is warned about once, without growing without bound.
+    WARNED_MEMORY = 10_000
+
+    def __init__(self, cap: int, dropped: Counter) -> None:
+        self._cap = cap
+        self._admitted: set[tuple[str, str]] = set()
+        self._warned: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._dropped = dropped
+
+    def admit(self, domain: str, metric: str, n: int = 1) -> bool:
+        """Say whether the pair may be a label; count ``n`` dropped samples and warn once if it may not."""
+        pair = (domain, metric)
+        if pair in self._admitted:
+            return True
+        if len(self._admitted) < self._cap:
+            self._admitted.add(pair)
+            return True
+        self._dropped.inc(n)
+        if pair not in self._warned:
+            self._warned[pair] = None
+            if len(self._warned) > self.WARNED_MEMORY:
+                self._warned.popitem(last=False)
+            log.warning(
+                "label cardinality cap of %d (domain, metric) pairs reached: %s.%s is stored but not exported",
+                self._cap, domain, metric,
+            )
+        return False
+
+    @property
+    def admitted(self) -> int:
+        """How many pairs are exported."""
+        return len(self._admitted)
+
+
+class Metrics:
+    """The metric families of one app, registered on one registry."""
+
+    def __init__(self, registry: CollectorRegistry, max_label_pairs: int = 1000) -> None:
+        self.registry = registry
+        self.build_info = Info("kpiguard_build", "Build information.", registry=registry)
+        self.build_info.info({"version": __version__, "python": platform.python_version()})
+
+        # --- ingest ---
+        self.kpi_events = Counter(
+            "kpiguard_kpi_events", "KPI events stored, by outcome (success or failure).",
+            ["domain", "metric", "outcome"], registry=registry,
+        )
+        self.kpi_value = Histogram(
+            "kpiguard_kpi_event_value", "The value carried by KPI events that have one.",
+            ["domain", "metric"], buckets=KPI_VALUE_BUCKETS, registry=registry,
+        )
+        self.ingest_batch_size = Histogram(
+            "kpiguard_ingest_batch_size_events", "Events per accepted ingest request.",
+            ["endpoint"], buckets=BATCH_SIZE_BUCKETS, registry=registry,
+        )
+        self.ingest_duplicates = Counter(
+            "kpiguard_ingest_duplicates", "Events or requests not stored again because their id or key was seen.",
+            ["kind"], registry=registry,
+        )
+        self.series_dropped = Counter(
+            "kpiguard_series_dropped",
+            "Samples not exported because the (domain, metric) label cardinality cap was reached; the events are stored.",
+            registry=registry,
+        )
+        self.label_pairs = Gauge(
+            "kpiguard_label_pairs", "Distinct (domain, metric) pairs exported as labels.", registry=registry,
+        )
+        self.label_pairs_cap = Gauge(
+            "kpiguard_label_pairs_cap", "The cap on exported (domain, metric) pairs.", registry=registry,
+        )
+        self.label_pairs_cap.set(max_label_pairs)
+        self.labels = LabelGuard(max_label_pairs, self.series_dropped)
+        self.label_pairs.set_function(lambda: self.labels.admitted)
+
+        # --- HTTP ---
+        self.http_requests = Counter(
+            "kpiguard_http_requests", "HTTP requests answered.", ["route", "method", "code"], registry=registry,
+        )
+        self.http_duration = Histogram(
+            "kpiguard_http_request_duration_seconds", "Time to answer an HTTP request.",
+            ["route"], buckets=HTTP_DURATION_BUCKETS, registry=registry,
+        )
+
+        # --- tripwire (count windows computed by kpiguard, exported for the Prometheus rules) ---
+        pm = ["domain", "metric"]
+        self.regression_current = Gauge(
+            "kpiguard_regression_current", "Aggregate of the recent count window (success ratio or mean value).",
+            pm, registry=registry,
+        )
+        self.regression_baseline = Gauge(
+            "kpiguard_regression_baseline", "Aggregate of the baseline count window before the recent one.",
+            pm, registry=registry,
+        )
+        self.regression_drop = Gauge(
+            "kpiguard_regression_drop_ratio", "(baseline - current) / |baseline| of the count windows.",
+            pm, registry=registry,
+        )
+        self.regression_threshold = Gauge(
+            "kpiguard_regression_threshold_ratio", "The policy's max_drop_fraction.", pm, registry=registry,
+        )
+        self.regression_window_events = Gauge(
+            "kpiguard_regression_window_events", "Events in each count window.",
+            ["domain", "metric", "window"], registry=registry,
+        )
+        self.regression_min_events = Gauge(
+            "kpiguard_regression_min_events", "The policy's min_events_to_enforce.", pm, registry=registry,
+        )
+        self.regression_triggered = Gauge(
+            "kpiguard_regression_triggered", "1 while the policy's tripwire is triggered.", pm, registry=registry,
+        )
+        self.evaluations = Counter(
+            "kpiguard_evaluations", "Policy evaluations, by result.", ["result"], registry=registry,
+        )
+        self.evaluation_duration = Histogram(
+            "kpiguard_evaluation_duration_seconds", "Time to evaluate one round of policies.",
+            ["trigger"], buckets=EVALUATION_BUCKETS, registry=registry,
+        )
+
+        # --- enforcement ---
+        self.risk_policy_enabled = Gauge(
+            "kpiguard_risk_policy_enabled", "1 while the engine's risk policy accepts work.", ["engine"],
+            registry=registry,
+        )
+        self.kill_switch = Gauge(
+            "kpiguard_kill_switch_engaged", "1 while the global kill switch is engaged.", registry=registry,
+        )
+        self.enforcement_actions = Counter(
+            "kpiguard_enforcement_actions", "Enforcement actions executed.", ["action", "source"], registry=registry,
+        )
+        self.risk_checks = Counter(
+            "kpiguard_risk_checks", "Risk checks answered.", ["engine", "outcome", "reason"], registry=registry,
+        )

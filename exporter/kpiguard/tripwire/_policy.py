@@ -1,0 +1,60 @@
+"""The regression policy as plain data: what the evaluator, the API, the YAML file and the rule generator share."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+
+class Action(enum.StrEnum):
+    """What a triggered policy does."""
+
+    THROTTLE = "THROTTLE"
+    KILL_SWITCH = "KILL_SWITCH"
+
+
+class Aggregation(enum.StrEnum):
+    """How a window of KPI events becomes one number."""
+
+    SUCCESS_RATE = "success_rate"  # share of events with success=true
+    MEAN_VALUE = "mean_value"  # arithmetic mean of the events' value
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Policy:
+    """A regression policy for one (domain, metric); defaults are the seed's."""
+
+    domain: str
+    metric: str
+    window_events: int = 50
+    baseline_events: int = 200
+    min_events_to_enforce: int = 50
+    max_drop_fraction: float = 0.20
+    action: Action = Action.THROTTLE
+    aggregation: Aggregation = Aggregation.SUCCESS_RATE
+    enabled: bool = True
+    dry_run: bool = False
+    guard: str = "none"
+    changed_by: str | None = None
+    reason: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """The (domain, metric) pair the policy watches."""
+        return (self.domain, self.metric)
+
+
+# The seed's table: all disabled, the safest start.
+SEED_POLICIES: tuple[Policy, ...] = (
+    Policy("WHOLESALE", "contract_rate", max_drop_fraction=0.20, enabled=False),
+    Policy("WHOLESALE", "offer_accept_rate", max_drop_fraction=0.15, enabled=False),
+    Policy("BUYER_MATCH", "match_success", max_drop_fraction=0.25, enabled=False),
+    Policy(
+        "CAPITAL",
+        "roi_event",
+        max_drop_fraction=0.30,
+        action=Action.KILL_SWITCH,
+        aggregation=Aggregation.MEAN_VALUE,
+        enabled=False,
+    ),
+)
