@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, Index, Integer, MetaData, String
+from sqlalchemy import JSON, BigInteger, Boolean, Date, Float, Index, Integer, MetaData, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from kpiguard.db._types import BigIntPK, UTCDateTime, utcnow
@@ -60,3 +60,125 @@ class IngestRequest(Base):
     endpoint: Mapped[str] = mapped_column(String(64))
     events: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RegressionPolicy(Base):
+    """Thresholds of the tripwire for one (domain, metric)."""
+
+    __tablename__ = "regression_policy"
+    __table_args__ = (UniqueConstraint("domain", "metric"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    domain: Mapped[str] = mapped_column(String(NAME_LEN))
+    metric: Mapped[str] = mapped_column(String(NAME_LEN))
+    window_events: Mapped[int] = mapped_column(Integer)
+    baseline_events: Mapped[int] = mapped_column(Integer)
+    min_events_to_enforce: Mapped[int] = mapped_column(Integer)
+    max_drop_fraction: Mapped[float] = mapped_column(Float)
+    action: Mapped[str] = mapped_column(String(16))
+    aggregation: Mapped[str] = mapped_column(String(16))
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    guard: Mapped[str] = mapped_column(String(16))
+    guard_confidence: Mapped[float] = mapped_column(Float)
+    guard_alpha: Mapped[float] = mapped_column(Float)
+    changed_by: Mapped[str | None] = mapped_column(String(ACTOR_LEN))
+    reason: Mapped[str | None] = mapped_column(String(1024))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RegressionState(Base):
+    """The tripwire's last verdict for one (domain, metric)."""
+
+    __tablename__ = "regression_state"
+    __table_args__ = (UniqueConstraint("domain", "metric"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    domain: Mapped[str] = mapped_column(String(NAME_LEN))
+    metric: Mapped[str] = mapped_column(String(NAME_LEN))
+    triggered: Mapped[bool] = mapped_column(Boolean, default=False)
+    baseline: Mapped[float | None] = mapped_column(Float)
+    current: Mapped[float | None] = mapped_column(Float)
+    drop_fraction: Mapped[float | None] = mapped_column(Float)
+    recent_events: Mapped[int] = mapped_column(Integer, default=0)
+    baseline_events: Mapped[int] = mapped_column(Integer, default=0)
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    last_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_triggered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    note: Mapped[str | None] = mapped_column(String(1024))
+    # After a re-enable, only events with a larger id count towards re-arming the tripwire.
+    rearm_after_id: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class RiskPolicy(Base):
+    """Whether an engine may take work, and its limits."""
+
+    __tablename__ = "risk_policy"
+
+    engine: Mapped[str] = mapped_column(String(NAME_LEN), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    reason: Mapped[str | None] = mapped_column(String(1024))
+    max_single_amount: Mapped[float | None] = mapped_column(Float)
+    daily_limit: Mapped[float | None] = mapped_column(Float)
+    changed_by: Mapped[str | None] = mapped_column(String(ACTOR_LEN))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RiskExposure(Base):
+    """Amount reserved by an engine on one UTC day; updated atomically against the daily limit."""
+
+    __tablename__ = "risk_exposure"
+
+    engine: Mapped[str] = mapped_column(String(NAME_LEN), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    reserved: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class RiskLedger(Base):
+    """Every risk check and its answer."""
+
+    __tablename__ = "risk_ledger"
+    __table_args__ = (Index("ix_risk_ledger_created_at", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    engine: Mapped[str] = mapped_column(String(NAME_LEN))
+    amount: Mapped[float] = mapped_column(Float)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str | None] = mapped_column(String(ACTOR_LEN))
+    correlation_id: Mapped[str | None] = mapped_column(String(ACTOR_LEN))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class GoLiveState(Base):
+    """The global go-live state: one row, id 1."""
+
+    __tablename__ = "go_live_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kill_switch_engaged: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[str | None] = mapped_column(String(1024))
+    changed_by: Mapped[str | None] = mapped_column(String(ACTOR_LEN))
+    source: Mapped[str | None] = mapped_column(String(16))
+    changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuditEvent(Base):
+    """One entry of the audit trail: a policy change or an enforcement action, with before and after."""
+
+    __tablename__ = "audit_event"
+    __table_args__ = (Index("ix_audit_event_created_at", "created_at"), Index("ix_audit_event_kind", "kind"))
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str | None] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str | None] = mapped_column(String(ACTOR_LEN))
+    reason: Mapped[str | None] = mapped_column(String(1024))
+    domain: Mapped[str | None] = mapped_column(String(NAME_LEN))
+    metric: Mapped[str | None] = mapped_column(String(NAME_LEN))
+    engine: Mapped[str | None] = mapped_column(String(NAME_LEN))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
