@@ -13,10 +13,12 @@ from kpiguard import api
 from kpiguard.db import migrate
 from kpiguard.db.engine import create_engine, session_factory
 from kpiguard.ingest import EventWriter, StoredEvent
-from kpiguard.keys import ENGINE, METRICS, SESSIONS, SETTINGS, WRITER
+from kpiguard.keys import ENGINE, EVALUATOR, METRICS, RECEIVER, SESSIONS, SETTINGS, WRITER
 from kpiguard.metrics import Metrics
 from kpiguard.middleware import error_middleware, metrics_middleware
 from kpiguard.settings import Settings
+from kpiguard.tripwire._runner import Evaluator, running
+from kpiguard.webhook import Receiver
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     app[SETTINGS] = settings
     app[METRICS] = Metrics(registry if registry is not None else CollectorRegistry(), settings.max_label_pairs)
     app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_tripwire)
     api.setup_routes(app)
     return app
 
@@ -63,6 +66,17 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
             await writer.stop()
     finally:
         await engine.dispose()
+
+
+async def _tripwire(app: web.Application) -> AsyncIterator[None]:
+    """Run the tripwire's evaluator after ingest and on its schedule; stop it at shutdown."""
+    settings = app[SETTINGS]
+    evaluator = Evaluator(app[SESSIONS], app[METRICS], enforce=settings.native_enforcement)
+    app[EVALUATOR] = evaluator
+    app[RECEIVER] = Receiver(app[SESSIONS], app[METRICS], auto_release_throttle=settings.webhook_auto_release_throttle)
+    app[WRITER].add_listener(evaluator.on_commit)
+    async with running(evaluator, settings.evaluation_interval_seconds):
+        yield
 
 
 def _count_events(metrics: Metrics) -> Callable[[Sequence[StoredEvent]], None]:

@@ -8,9 +8,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from kpiguard.ingest import EventWriter
 from kpiguard.metrics import Metrics
 from kpiguard.settings import Settings
+from kpiguard.tripwire._runner import Evaluator
+from kpiguard.webhook import Receiver
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 ENGINE = web.AppKey("engine", AsyncEngine)
 SESSIONS = web.AppKey("sessions", async_sessionmaker[AsyncSession])
 WRITER = web.AppKey("writer", EventWriter)
+EVALUATOR = web.AppKey("evaluator", Evaluator)
+RECEIVER = web.AppKey("receiver", Receiver)

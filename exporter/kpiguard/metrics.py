@@ -170,6 +170,10 @@ class Metrics:
         self.enforcement_actions = Counter(
             "kpiguard_enforcement_actions", "Enforcement actions executed.", ["action", "source"], registry=registry,
         )
+        self.webhook_alerts = Counter(
+            "kpiguard_webhook_alerts", "Alertmanager alerts received, by status and what was done.",
+            ["status", "result"], registry=registry,
+        )
         self.risk_checks = Counter(
             "kpiguard_risk_checks", "Risk checks answered.", ["engine", "outcome", "reason"], registry=registry,
         )

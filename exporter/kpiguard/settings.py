@@ -46,6 +46,15 @@ class Settings(BaseSettings):
     ingest_flush_max_events: int = Field(
         2000, ge=1, description="Most single events committed together by the group-commit writer."
     )
+    native_enforcement: bool = Field(
+        True, description="Let kpiguard's own evaluator THROTTLE and KILL; off: it only computes and exports."
+    )
+    evaluation_interval_seconds: float = Field(
+        60.0, ge=0, description="Evaluate every enabled policy this often (0 = only after ingest and on demand)."
+    )
+    webhook_auto_release_throttle: bool = Field(
+        False, description="A resolved Alertmanager THROTTLE alert re-enables the engine (KILL_SWITCH never does)."
+    )
     log_level: str = Field("INFO", description="Python logging level.")
 
     @classmethod

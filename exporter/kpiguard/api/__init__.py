@@ -2,13 +2,15 @@
 
 from aiohttp import web
 
-from kpiguard.api import health, kpi
+from kpiguard.api import governance, health, kpi, webhook
 
 
 def setup_routes(app: web.Application) -> None:
     """Register every route on ``app``."""
     app.add_routes(health.routes)
     app.add_routes(kpi.routes)
+    app.add_routes(governance.routes)
+    app.add_routes(webhook.routes)
 
 
 __all__ = ["setup_routes"]

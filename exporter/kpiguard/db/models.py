@@ -182,3 +182,22 @@ class AuditEvent(Base):
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class AlertDelivery(Base):
+    """An Alertmanager alert already handled, keyed so a re-sent notification does nothing twice."""
+
+    __tablename__ = "alert_delivery"
+    __table_args__ = (UniqueConstraint("fingerprint", "starts_at", "status"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16))
+    alertname: Mapped[str | None] = mapped_column(String(200))
+    action: Mapped[str | None] = mapped_column(String(32))
+    domain: Mapped[str | None] = mapped_column(String(NAME_LEN))
+    metric: Mapped[str | None] = mapped_column(String(NAME_LEN))
+    result: Mapped[str] = mapped_column(String(32))
+    generator_url: Mapped[str | None] = mapped_column(String(2048))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,6 +1,13 @@
 """Enforcement: the risk guard, the go-live kill switch, and the actions that change them."""
 
 from kpiguard.enforcement._actions import Outcome, enforce, kill_reason, release, throttle_reason
+from kpiguard.enforcement._gate import PROD_EXEC, GateDecision, decide, decide_from
+from kpiguard.enforcement._middleware import (
+    DatabaseGateSource,
+    GateSource,
+    HttpGateSource,
+    execution_class_middleware,
+)
 from kpiguard.enforcement._golive import GoLive, read_state, set_kill_switch
 from kpiguard.enforcement._risk import (
     Reason,
@@ -11,9 +18,12 @@ from kpiguard.enforcement._risk import (
     risk_policy_json,
     set_engine_enabled,
     today_utc,
+    upsert_risk_policy,
 )
 
 __all__ = [
+    "DatabaseGateSource", "GateSource", "HttpGateSource", "execution_class_middleware",
+    "PROD_EXEC", "GateDecision", "decide", "decide_from", "upsert_risk_policy",
     "GoLive", "Outcome", "Reason", "RiskCheck", "check_and_reserve", "enforce", "kill_reason", "ledger_today",
     "list_risk_policies", "read_state", "release", "risk_policy_json", "set_engine_enabled", "set_kill_switch",
     "throttle_reason", "today_utc",

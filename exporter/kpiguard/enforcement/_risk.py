@@ -171,3 +171,33 @@ def risk_policy_json(p: RiskPolicy) -> dict[str, Any]:
     }
 
 
+
+
+async def upsert_risk_policy(
+    session: AsyncSession, engine: str, fields: dict[str, Any], *, source: Any,
+) -> dict[str, Any]:
+    """Create or merge-update an engine's risk policy; audited when something changed."""
+    from kpiguard import audit
+
+    policy = (await session.execute(
+        select(RiskPolicy).where(RiskPolicy.engine == engine).with_for_update()
+    )).scalar_one_or_none()
+    created = policy is None
+    if policy is None:
+        policy = RiskPolicy(engine=engine, enabled=True, updated_at=utcnow())
+        session.add(policy)
+    tracked = ("enabled", "max_single_amount", "daily_limit")
+    before = {k: getattr(policy, k) for k in tracked}
+    for key in (*tracked, "reason", "changed_by"):
+        if key in fields:
+            setattr(policy, key, fields[key])
+    after = {k: getattr(policy, k) for k in tracked}
+    if created or before != after:
+        policy.updated_at = utcnow()
+        audit.record(
+            session, kind=audit.Kind.RISK_POLICY_CHANGE, source=source, action="CREATE" if created else "UPDATE",
+            actor=fields.get("changed_by"), reason=fields.get("reason"), engine=engine,
+            before=None if created else before, after=after,
+        )
+    await session.flush()
+    return {**risk_policy_json(policy), "created": created}

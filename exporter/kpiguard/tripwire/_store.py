@@ -196,17 +196,20 @@ async def latch_trigger(session: AsyncSession, domain: str, metric: str, now: da
     return result.rowcount == 1
 
 
-async def newest_events(session: AsyncSession, domain: str, metric: str, limit: int) -> Sequence[Any]:
-    """The newest ``limit`` events of (domain, metric), newest first: (id, success, value) rows.
+async def newest_events(session: AsyncSession, policy: Policy) -> Sequence[Any]:
+    """The newest window+baseline events of the policy's (domain, metric), newest first: (id, success, value).
 
-    Served by the (domain, metric, created_at, id) index in order: the cost does not grow with the table.
+    A mean_value policy reads only events that carry a value. Served by the (domain, metric,
+    created_at, id) index in order: the cost does not grow with the size of the table.
     """
     stmt = (
         select(KpiEvent.id, KpiEvent.success, KpiEvent.value)
-        .where(KpiEvent.domain == domain, KpiEvent.metric == metric)
+        .where(KpiEvent.domain == policy.domain, KpiEvent.metric == policy.metric)
         .order_by(KpiEvent.created_at.desc(), KpiEvent.id.desc())
-        .limit(limit)
+        .limit(policy.window_events + policy.baseline_events)
     )
+    if policy.aggregation is Aggregation.MEAN_VALUE:
+        stmt = stmt.where(KpiEvent.value.is_not(None))
     return (await session.execute(stmt)).all()
 
 
