@@ -1,5 +1,19 @@
 """The Regression Tripwire: policies, count-window evaluation and the decision to enforce."""
 
-from kpiguard.tripwire._policy import SEED_POLICIES, Action, Aggregation, Policy
+from kpiguard.tripwire._evaluate import Evaluation, drop_fraction, evaluate
+from kpiguard.tripwire._policy import SEED_POLICIES, Action, Aggregation, Guard, Policy
+from kpiguard.tripwire._window import WindowStats, event_value, split_windows
 
-__all__ = ["SEED_POLICIES", "Action", "Aggregation", "Policy"]
+__all__ = [
+    "SEED_POLICIES",
+    "Action",
+    "Aggregation",
+    "Evaluation",
+    "Guard",
+    "Policy",
+    "WindowStats",
+    "drop_fraction",
+    "evaluate",
+    "event_value",
+    "split_windows",
+]

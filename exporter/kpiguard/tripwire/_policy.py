@@ -13,6 +13,15 @@ class Action(enum.StrEnum):
     KILL_SWITCH = "KILL_SWITCH"
 
 
+class Guard(enum.StrEnum):
+    """What evidence a triggered drop needs besides reaching max_drop_fraction."""
+
+    NONE = "none"  # the seed's plain rule: the point drop alone decides
+    # A significant drop (p_value <= guard_alpha) that is, with guard_confidence, at least
+    # max_drop_fraction: likelihood-ratio tests for success rates, Welch for means (_guard.py).
+    EVIDENCE = "evidence"
+
+
 class Aggregation(enum.StrEnum):
     """How a window of KPI events becomes one number."""
 
@@ -34,7 +43,14 @@ class Policy:
     aggregation: Aggregation = Aggregation.SUCCESS_RATE
     enabled: bool = True
     dry_run: bool = False
-    guard: str = "none"
+    guard: Guard = Guard.EVIDENCE
+    # Confidence that the true drop is at least max_drop_fraction (0.5 <= c < 1). 0.95 keeps the
+    # seed's scenario 2 (a real but sub-threshold drop) under 5% of runs; see DETECTION.md.
+    guard_confidence: float = 0.95
+    # Largest one-sided p-value of "no drop at all" (0 < alpha < 1). Small because the service
+    # evaluates after every event: 3e-6 bounds false triggers on a stable stream by 0.7 per
+    # 100,000 events at any rate (exact enumeration in DETECTION.md).
+    guard_alpha: float = 3e-6
     changed_by: str | None = None
     reason: str | None = None
 
