@@ -2,6 +2,7 @@
 
 from kpiguard.tripwire._evaluate import Evaluation, drop_fraction, evaluate
 from kpiguard.tripwire._policy import SEED_POLICIES, Action, Aggregation, Guard, Policy
+from kpiguard.tripwire._spec import dump_policies, load_policies, parse_policies
 from kpiguard.tripwire._window import WindowStats, event_value, split_windows
 
 __all__ = [
@@ -13,7 +14,10 @@ __all__ = [
     "Policy",
     "WindowStats",
     "drop_fraction",
+    "dump_policies",
     "evaluate",
     "event_value",
+    "load_policies",
+    "parse_policies",
     "split_windows",
 ]
