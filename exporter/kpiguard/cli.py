@@ -1,4 +1,4 @@
-"""The ``kpiguard`` command: serve, db upgrade, version."""
+"""The ``kpiguard`` command: serve, db upgrade, dashboards generate, version."""
 
 from __future__ import annotations
 
@@ -29,6 +29,12 @@ def _parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", required=True)
     up = db_sub.add_parser("upgrade", help="migrate the database to the newest schema")
     up.add_argument("--config", type=Path)
+
+    dashboards = sub.add_parser("dashboards", help="Grafana dashboards")
+    dashboards_sub = dashboards.add_subparsers(dest="dashboards_command", required=True)
+    dgen = dashboards_sub.add_parser("generate", help="write the generated dashboards (grafana/dashboards)")
+    dgen.add_argument("--out", type=Path, default=Path("grafana/dashboards"), help="dashboards directory")
+    dgen.add_argument("--check", action="store_true", help="only compare; exit 1 if a file is out of date")
 
     sub.add_parser("version", help="print the version")
     return parser
@@ -87,6 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "db":
             return _db_upgrade(args)
+        if args.command == "dashboards":
+            from kpiguard.dashboards import generate_command as generate_dashboards
+
+            return generate_dashboards(args.out, args.check)
         if args.command == "version":
             print(f"kpiguard {__version__}")
             return 0
