@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's one test command (README, .ci/run): installs what the tests need, makes sure
-# PostgreSQL is up and the Prometheus/Alertmanager binaries are present, then runs pytest.
+# PostgreSQL is up and the Prometheus/Alertmanager binaries (and docker-compose, to validate the compose
+# file) are present, then runs pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,7 @@ fi
 need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)  # validates docker-compose.yml, no daemon
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "tests/run.sh: installing ${need[*]} from Debian" >&2
