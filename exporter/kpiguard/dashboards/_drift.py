@@ -109,7 +109,7 @@ def _traffic() -> Row:
               (Query(sum_by("type, severity, status", "kpiguard_monitor_alerts_active") + " > 0", "alerts",
                      instant=True),),
               "Drift alerts not yet resolved, by type (fallback_spike, error_spike, latency_spike, duplicate_spike, "
-              "health_decline), severity and status.", decimals=0),
+              "health_decline), severity and status.", decimals=0, no_value="no active alerts"),
     ))
 
 

@@ -103,10 +103,10 @@ def _field_config(panel: Panel) -> dict[str, Any]:
         "mappings": _mappings(panel),
         "custom": _custom(panel.kind),
     }
-    for key in ("decimals", "min", "max"):
+    for key, field in (("decimals", "decimals"), ("min", "min"), ("max", "max"), ("no_value", "noValue")):
         value = getattr(panel, key)
         if value is not None:
-            defaults[key] = value
+            defaults[field] = value
     overrides = []
     if panel.dashed:
         overrides.append({
@@ -114,6 +114,13 @@ def _field_config(panel: Panel) -> dict[str, Any]:
             "properties": [{"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}}],
         })
     return {"defaults": defaults, "overrides": overrides}
+
+
+def _value_columns(queries: tuple[Query, ...]) -> dict[str, str]:
+    """Table value columns renamed to the queries' legends: Grafana calls one query's "Value", several "Value #A"."""
+    if len(queries) == 1:
+        return {"Value": queries[0].legend} if queries[0].legend else {}
+    return {f"Value #{_ref_id(i)}": q.legend for i, q in enumerate(queries) if q.legend}
 
 
 def _panel(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
@@ -136,7 +143,7 @@ def _panel(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
             {"id": "merge", "options": {}},
             {"id": "organize", "options": {
                 "excludeByName": {"Time": True},
-                "renameByName": {f"Value #{_ref_id(i)}": q.legend for i, q in enumerate(panel.queries) if q.legend},
+                "renameByName": _value_columns(panel.queries),
             }},
         ]
     return doc

@@ -58,6 +58,7 @@ class Panel:
     steps: tuple[Step, ...] = ()
     mappings: tuple[Mapping, ...] = ()
     dashed: str | None = None  # series whose display name matches this regex are drawn dashed (thresholds, baselines)
+    no_value: str | None = None  # shown instead of "No data" where no data is a normal answer
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
