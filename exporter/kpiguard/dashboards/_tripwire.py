@@ -161,7 +161,10 @@ def tripwire_dashboard() -> Dashboard:
         rows=(_status(), _count_windows(), _time_windows(), _enforcement(), _governance()),
         annotations=(Annotation(
             name="Enforcement actions",
-            expr="sum by (action, source) (changes(kpiguard_enforcement_actions_total[2m])) > 0",
+            # A counter series is born at 1 with its first action, which changes() cannot see: a series that did
+            # not exist 2m ago counts as a change too.
+            expr="sum by (action, source) (changes(kpiguard_enforcement_actions_total[2m]) > 0"
+                 " or (kpiguard_enforcement_actions_total unless kpiguard_enforcement_actions_total offset 2m))",
             title="{{action}}", text="executed by {{source}}", tags=("action", "source"),
         ),),
     )
