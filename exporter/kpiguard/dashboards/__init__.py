@@ -4,7 +4,7 @@ from kpiguard.dashboards._drift import drift_dashboard
 from kpiguard.dashboards._files import dashboards, diff_files, generate_command, generate_files, to_json, write_files
 from kpiguard.dashboards._grafana import DATASOURCE, DATASOURCE_VARIABLE, GENERATED_KEY, GENERATED_NOTE, render
 from kpiguard.dashboards._model import Annotation, Dashboard, Kind, Mapping, Panel, Query, Row, Step, Variable
-from kpiguard.dashboards._names import PLANNED_METRICS, exported_names, sample_names
+from kpiguard.dashboards._names import PLANNED_METRICS, exported_names, exposed_names, sample_names
 from kpiguard.dashboards._queries import (
     BUILT_INS,
     dashboard_queries,
@@ -37,6 +37,7 @@ __all__ = [
     "diff_files",
     "drift_dashboard",
     "exported_names",
+    "exposed_names",
     "generate_command",
     "generate_files",
     "metric_names",

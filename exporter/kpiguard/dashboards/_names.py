@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import Metric
 
 # Declared by the drift monitor and the weekly governance figures, which export them from their own modules.
@@ -53,3 +54,21 @@ def sample_names(families: Iterable[Metric]) -> set[str]:
 def exported_names(registry: CollectorRegistry) -> set[str]:
     """The sample names of every family registered on ``registry``."""
     return sample_names(registry.collect())
+
+
+def exposed_names(registry: CollectorRegistry, metrics: Iterable[object]) -> set[str]:
+    """Sample names as the exposition really writes them, after giving each labelled metric one child.
+
+    Stricter than :func:`sample_names`: the client omits a histogram's ``_sum`` once a bucket is negative
+    (``kpiguard_kpi_event_value``), and only the rendered text shows that.
+    """
+    for metric in metrics:
+        if isinstance(metric, MetricWrapperBase):
+            labels = getattr(metric, "_labelnames", ())
+            if labels:
+                metric.labels(*("x" for _ in labels))
+    names = set()
+    for line in generate_latest(registry).decode().splitlines():
+        if line and not line.startswith("#"):
+            names.add(line.split("{", 1)[0].split(" ", 1)[0])
+    return names
