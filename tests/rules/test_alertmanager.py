@@ -64,7 +64,9 @@ def test_routes(labels: list[str], receivers: str) -> None:
 
 def test_route_test_can_fail() -> None:
     """The routes test notices a wrong expectation, so the cases above are real checks."""
-    result = _amtool("config", "routes", "test", f"--config.file={CONFIG}", "--verify.receivers=default", "action=THROTTLE")
+    result = _amtool(
+        "config", "routes", "test", f"--config.file={CONFIG}", "--verify.receivers=default", "action=THROTTLE",
+    )
     assert result.returncode != 0
 
 

@@ -130,7 +130,8 @@ def test_time_window_alert_compares_with_the_baseline_and_guards_traffic() -> No
         assert f"domain_metric:{figure}7d_offset1h" in expr and f"domain_metric:{figure}1h" in expr
         assert f">= {policy.max_drop_fraction!r}" in expr
         assert expr.count(f"increase1h{{") == 1 and expr.count("increase7d_offset1h{") == 1
-        assert expr.count(f">= {policy.min_events_to_enforce}\n") + expr.endswith(f">= {policy.min_events_to_enforce}") == 2
+        guards = [line for line in expr.splitlines() if line.startswith("and on (domain, metric)")]
+        assert len(guards) == 2 and all(line.endswith(f"}} >= {policy.min_events_to_enforce}") for line in guards)
         assert alert["for"] == "10m"
 
 
