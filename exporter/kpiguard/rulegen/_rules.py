@@ -1,4 +1,4 @@
-"""Policies to Prometheus rule groups, as plain dicts: recording rules for every (domain, metric), two alerts per policy.
+"""Policies to Prometheus rule groups, as plain dicts: recording rules for every pair, two alerts per policy.
 
 Recording rules follow the ``level:metric:operations`` convention; the level is ``domain_metric`` because every
 rule keeps exactly those two labels. They are written once, for every exported (domain, metric) pair, rather than
