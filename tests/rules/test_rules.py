@@ -79,7 +79,8 @@ def test_recording_rules_read_only_the_exported_metric_names() -> None:
     exprs = [rule["expr"] for rule in rule_groups([])[0]["rules"]]
     assert all("sum by (domain, metric)" in expr for expr in exprs)
     text = "\n".join(exprs)
-    for name in ("kpiguard_kpi_events_total", "kpiguard_kpi_event_value_sum", "kpiguard_kpi_event_value_count"):
+    for name in ("kpiguard_kpi_events_total", "kpiguard_kpi_event_value_positive_total",
+                 "kpiguard_kpi_event_value_negative_total", "kpiguard_kpi_event_value_count"):
         assert name in text
     assert 'outcome="success"' in text
 
@@ -236,3 +237,27 @@ def test_fired_alerts_carry_the_action() -> None:
         test = next(t for t in yaml.safe_load(files[path])["tests"] if scenario in t["name"])
         fired = [alert for case in test["alert_rule_test"] for alert in case["exp_alerts"]]
         assert len(fired) == 2 and {alert["exp_labels"]["action"] for alert in fired} == {action.value}
+
+
+def test_every_metric_the_rules_read_is_one_the_service_exports() -> None:
+    """Each kpiguard_* series name in the generated rules is a sample name metrics.py declares (a typo fails)."""
+    import re
+
+    from prometheus_client import CollectorRegistry
+
+    from kpiguard.metrics import Metrics
+    from kpiguard.tripwire import SEED_POLICIES
+
+    registry = CollectorRegistry()
+    Metrics(registry)
+    declared = set()
+    for family in registry.collect():
+        declared.add(family.name)
+        suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count", "_sum", "_created")}
+        for suffix in suffixes.get(family.type, ()):
+            declared.add(family.name + suffix)
+    policies = [dataclasses.replace(p, enabled=True) for p in SEED_POLICIES]
+    text = "\n".join(rule["expr"] for group in rule_groups(policies) for rule in group["rules"])
+    used = set(re.findall(r"\b(kpiguard_[a-z_]+)(?=[{\[\s)]|$)", text, flags=re.M))
+    assert used, "no metric names found"
+    assert used <= declared, sorted(used - declared)

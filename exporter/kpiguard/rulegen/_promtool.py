@@ -212,7 +212,8 @@ def input_series(sim: Simulation) -> list[dict[str, str]]:
         (_series(r.EVENTS, policy, outcome="failure"), list(grid.failure)),
     ]
     if grid.has_values:
-        series += [(_series(r.VALUE_SUM, policy), list(grid.value_sum)),
+        series += [(_series(r.VALUE_POSITIVE, policy), list(grid.value_positive)),
+                   (_series(r.VALUE_NEGATIVE, policy), list(grid.value_negative)),
                    (_series(r.VALUE_COUNT, policy), list(grid.value_count))]
 
     def gauge(pick: Any) -> list[float | None]:
