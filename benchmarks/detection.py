@@ -52,7 +52,6 @@ from kpiguard.tripwire import (
     split_windows,
 )
 
-HORIZON = 5000  # events after a change within which a trigger counts
 RESYNC_EVERY = 4096  # recompute the windows with split_windows this often (float drift, and a check)
 SEED_THRESHOLDS = (0.15, 0.20, 0.25)
 MEAN_THRESHOLD = 0.30
@@ -117,21 +116,31 @@ class Task:
     events: int
     chunk: int = 0
     check: bool = False
+    window: tuple[int, int] = (50, 200)  # window_events, baseline_events
 
 
-def _policies(stream: Stream, threshold: float) -> tuple[Policy, Policy]:
+def _policies(stream: Stream, threshold: float, window: tuple[int, int] = (50, 200)) -> tuple[Policy, Policy]:
+    """The plain (guard none) and the guarded policy, otherwise the seed's defaults."""
     action = Action.KILL_SWITCH if stream.aggregation == Aggregation.MEAN_VALUE else Action.THROTTLE
-    base = Policy("SIM", stream.name, max_drop_fraction=threshold, aggregation=stream.aggregation, action=action)
+    base = Policy(
+        "SIM",
+        stream.name,
+        window_events=window[0],
+        baseline_events=window[1],
+        max_drop_fraction=threshold,
+        aggregation=stream.aggregation,
+        action=action,
+    )
     return dataclasses.replace(base, guard=Guard.NONE), dataclasses.replace(base, guard=Guard.EVIDENCE)
 
 
 def _task_seed(seed: int, task: Task) -> int:
-    return zlib.crc32(f"{seed}|{task.kind}|{task.name}|{task.threshold}|{task.chunk}".encode())
+    return zlib.crc32(f"{seed}|{task.kind}|{task.name}|{task.threshold}|{task.window}|{task.chunk}".encode())
 
 
 def _play(task: Task, rng: random.Random) -> tuple[list[int], list[int], int]:
     """One run: trigger onset indices for (plain, guard) and the number of events played."""
-    plain, guarded = _policies(task.stream, task.threshold)
+    plain, guarded = _policies(task.stream, task.threshold, task.window)
     w, b = plain.window_events, plain.baseline_events
     rearm = plain.min_events_to_enforce - 1  # evaluations skipped after a trigger
     stop_at_first = task.kind == "change"
@@ -222,16 +231,28 @@ class Scale:
     stable_chunks: int
     change_runs: int
     scenario2_runs: int
+    horizon: int  # events after a change within which a trigger counts
+    exact_rates: tuple[float, ...]
 
 
 FULL = Scale(
     stable_rates=(0.10, 0.20, 0.30, 0.50, 0.70, 0.85, 0.95, 0.99),
     stable_events=100_000,
-    stable_chunks=4,
+    stable_chunks=3,
     change_runs=100,
     scenario2_runs=400,
+    horizon=5000,
+    exact_rates=(0.05, 0.10, 0.20, 0.30, 0.40, 0.50, 0.60, 0.70, 0.80, 0.85, 0.90, 0.95, 0.99),
 )
-QUICK = Scale(stable_rates=(0.10, 0.95), stable_events=2_000, stable_chunks=1, change_runs=2, scenario2_runs=2)
+QUICK = Scale(
+    stable_rates=(0.10, 0.95),
+    stable_events=1_500,
+    stable_chunks=1,
+    change_runs=2,
+    scenario2_runs=2,
+    horizon=400,
+    exact_rates=(0.50, 0.95),
+)
 
 # (name, base level, threshold) for step drops: the seed's policies and two generic rates.
 STEP_POLICIES = (
@@ -264,16 +285,16 @@ def build_tasks(scale: Scale, check: bool) -> list[Task]:
         for mult in MULTIPLIERS:
             after = base * (1.0 - mult * x)
             name = f"{label} step {mult:g}x ({base:.2f}->{after:.3f})"
-            tasks.append(Task("change", name, Stream(name, sr, base, _const(after)), x, runs, HORIZON, 0, check))
+            tasks.append(Task("change", name, Stream(name, sr, base, _const(after)), x, runs, scale.horizon, 0, check))
     for mult in MULTIPLIERS:
         after = 500.0 * (1.0 - mult * MEAN_THRESHOLD)
         name = f"mean 500 sd 500 step {mult:g}x (500->{after:.0f})"
         stream = Stream(name, mv, 500.0, _const(after), 500.0)
-        tasks.append(Task("change", name, stream, MEAN_THRESHOLD, runs, HORIZON, 0, check))
+        tasks.append(Task("change", name, stream, MEAN_THRESHOLD, runs, scale.horizon, 0, check))
     for length in (500, 2000):
         name = f"drift 0.85->0.425 over {length} events"
         stream = Stream(name, sr, 0.85, _ramp(0.85, 0.425, length))
-        tasks.append(Task("change", name, stream, 0.25, runs, HORIZON, 0, check))
+        tasks.append(Task("change", name, stream, 0.25, runs, scale.horizon, 0, check))
     seed_scenarios = (
         ("testing flow 0.95->0.20", Stream("testing flow", sr, 0.95, _const(0.20)), 0.20, runs),
         ("scenario 1 0.95->0.60", Stream("scenario 1", sr, 0.95, _const(0.60)), 0.20, runs),
@@ -286,8 +307,80 @@ def build_tasks(scale: Scale, check: bool) -> list[Task]:
         ),
     )
     for name, stream, x, n in seed_scenarios:
-        tasks.append(Task("change", name, stream, x, n, HORIZON, 0, check))
+        tasks.append(Task("change", name, stream, x, n, scale.horizon, 0, check))
+    # The same kind of change with longer windows: what a policy owner can do about misses.
+    for label, base, x, mult, window in (
+        ("match_success 0.85", 0.85, 0.25, 1.5, (100, 400)),
+        ("offer_accept 0.70", 0.70, 0.15, 1.5, (400, 1600)),
+        ("rate 0.50", 0.50, 0.20, 1.5, (400, 1600)),
+        ("scenario 2 0.85->0.70", 0.85, 0.25, None, (100, 400)),
+    ):
+        after = 0.70 if mult is None else base * (1.0 - mult * x)
+        step = "" if mult is None else f" step {mult:g}x ({base:.2f}->{after:.3f})"
+        name = f"{label}{step} [window {window[0]}/{window[1]}]"
+        stream = Stream(name, sr, base, _const(after))
+        tasks.append(Task("change", name, stream, x, runs, scale.horizon, 0, check, window))
     return tasks
+
+
+def exact_stable_rates(rates: Sequence[float], thresholds: Sequence[float]) -> list[tuple[float, float, float, float]]:
+    """Exact per-evaluation trigger probability on a stable success rate, plain and guarded.
+
+    Enumerates every (recent, baseline) success count of full 50/200 windows, weights it by the
+    binomial probabilities and asks the real ``evaluate``.  Since every trigger onset is a
+    triggering evaluation, 100,000 x this probability bounds the expected onsets per 100,000
+    events from above, with no sampling error.
+    """
+    rows = []
+    stream = Stream("exact", Aggregation.SUCCESS_RATE, 0.5, _const(0.5))
+    for x in thresholds:
+        plain, guarded = _policies(stream, x)
+        n_r, n_b = plain.window_events, plain.baseline_events
+        for p in rates:
+            pmf_r = _binomial_pmf(n_r, p)
+            pmf_b = _binomial_pmf(n_b, p)
+            totals = [0.0, 0.0]
+            for s_r, w_r in enumerate(pmf_r):
+                if w_r < 1e-18:
+                    continue
+                recent = WindowStats(n_r, float(s_r), float(s_r))
+                for s_b, w_b in enumerate(pmf_b):
+                    weight = w_r * w_b
+                    if weight < 1e-18:
+                        continue
+                    baseline = WindowStats(n_b, float(s_b), float(s_b))
+                    if not evaluate(plain, recent, baseline).triggered:
+                        continue  # the guard cannot trigger where the plain rule does not
+                    totals[0] += weight
+                    if evaluate(guarded, recent, baseline).triggered:
+                        totals[1] += weight
+            rows.append((p, x, totals[0], totals[1]))
+    return rows
+
+
+def _binomial_pmf(n: int, p: float) -> list[float]:
+    """P(k successes in n) for k = 0..n, through logs so that n = 200 does not underflow."""
+    if p <= 0.0 or p >= 1.0:
+        return [1.0 if k == round(n * p) else 0.0 for k in range(n + 1)]
+    lp, lq = math.log(p), math.log1p(-p)
+    base = math.lgamma(n + 1)
+    return [math.exp(base - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * lp + (n - k) * lq) for k in range(n + 1)]
+
+
+def peak_overlap(base: float, x: float, mult: float, sub: float, n: int = 50) -> tuple[int, float, float]:
+    """The best single cut on a recent window's successes between a sub-threshold and a real drop.
+
+    For recent windows entirely after the change (the most favourable look), the largest k with
+    P(successes <= k | sub-threshold rate) < 5%, and the chance a 'mult x' drop still has more
+    than k successes (a miss by any rule that looks at this window).  Returns (k, false share, miss).
+    """
+    sub_pmf = _binomial_pmf(n, sub)
+    real_pmf = _binomial_pmf(n, base * (1.0 - mult * x))
+    k, cum = -1, 0.0
+    while k + 1 <= n and cum + sub_pmf[k + 1] < 0.05:
+        k += 1
+        cum += sub_pmf[k]
+    return k, cum, sum(real_pmf[k + 1 :])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,43 +438,79 @@ def aggregate(results: list[dict[str, object]]) -> list[Row]:
     return list(rows.values())
 
 
-def _fmt(value: float, digits: int = 1) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
 def _is_real_drop(row: Row) -> bool:
+    """A change the tripwire must catch: a step of 1.5x or 3x the threshold, or the seed's triggering scenarios."""
     return any(f" step {m:g}x" in row.name for m in (1.5, 3.0)) or row.name.startswith(
         ("testing flow", "scenario 1", "scenario 3")
     )
 
 
-def render(rows: list[Row], meta: dict[str, str], plain: Policy, guarded: Policy) -> str:
+@dataclasses.dataclass(frozen=True)
+class Report:
+    """Everything DETECTION.md shows."""
+
+    rows: list[Row]
+    exact: list[tuple[float, float, float, float]]
+    meta: dict[str, str]
+    guarded: Policy
+    horizon: int
+
+
+def render(report: Report) -> str:
     """DETECTION.md."""
     out: list[str] = []
     w = out.append
+    g = report.guarded
     w("# Detection quality of the regression tripwire\n")
     w(
         "Produced by `benchmarks/detection.py`: synthetic KPI streams played event by event through the real "
-        "`kpiguard.tripwire.split_windows` / `WindowStats` windows and `evaluate`, evaluating after every event. "
-        "Window 50, baseline 200, min_events_to_enforce 50 (the seed's defaults). The plain rule is "
-        "`guard: none` (the seed's rule: trigger when drop_fraction >= max_drop_fraction); the guard is "
-        f"`guard: {guarded.guard}` with its defaults guard_confidence={guarded.guard_confidence} and "
-        f"guard_alpha={guarded.guard_alpha:g}.\n"
+        "`kpiguard.tripwire` windows (`WindowStats`, `split_windows`) and `evaluate`, evaluating after every event. "
+        "Window 50, baseline 200, min_events_to_enforce 50 (the seed's defaults) unless a row says otherwise. "
+        "**Plain rule** = `guard: none`, the seed's rule (trigger when drop_fraction >= max_drop_fraction). "
+        f"**Guard** = `guard: {g.guard}` with its defaults `guard_confidence: {g.guard_confidence}`, "
+        f"`guard_alpha: {g.guard_alpha:g}`: the point drop must reach the threshold, the one-sided p-value of "
+        "\"no drop\" must be <= guard_alpha, and the confidence that the true drop is at least max_drop_fraction "
+        "must be >= guard_confidence (likelihood-ratio tests for success rates, Welch for means).\n"
     )
     w("| | |\n|---|---|")
-    for key, value in meta.items():
+    for key, value in report.meta.items():
         w(f"| {key} | {value} |")
     w("")
     w(
         "Model of the service after a trigger: it acts once, a person re-enables, and the tripwire re-arms only "
-        "after min_events_to_enforce (50) new events. Stable streams count trigger onsets under that model; "
-        "change streams (the windows are filled at the old level, then the level changes at event 0) stop at "
-        "the first trigger, and the delay is the number of events after the change.\n"
+        "after min_events_to_enforce (50) new events. Stable streams count trigger onsets under that model. "
+        "Change streams fill the windows at the old level, change at event 0, and stop at the first trigger; "
+        "the delay is the number of events after the change.\n"
     )
+    w(_targets(report))
 
-    stable = [r for r in rows if r.kind == "stable"]
-    w("## Stable streams: false triggers per 100,000 events\n")
-    w("Plain rule and guard side by side, same events.\n")
+    w("## 1. Stable success rates, exact: triggering evaluations per 100,000\n")
+    w(
+        "Every (recent, baseline) pair of success counts of full 50/200 windows, weighted by its binomial "
+        "probability, through the real `evaluate`. Each trigger onset is a triggering evaluation, so this is an "
+        "upper bound of the expected false triggers per 100,000 events, without sampling error.\n"
+    )
+    thresholds = sorted({x for _, x, _, _ in report.exact})
+    w("| rate | " + " | ".join(f"plain, max_drop {x:.2f} | guard, max_drop {x:.2f}" for x in thresholds) + " |")
+    w("|---:|" + "---:|---:|" * len(thresholds))
+    by_rate: dict[float, dict[float, tuple[float, float]]] = {}
+    for p, x, plain_p, guard_p in report.exact:
+        by_rate.setdefault(p, {})[x] = (plain_p, guard_p)
+    for p, cells in by_rate.items():
+        parts = []
+        for x in thresholds:
+            plain_p, guard_p = cells[x]
+            parts.append(f"{plain_p * 1e5:,.0f} | {guard_p * 1e5:.3f}")
+        w(f"| {p:.2f} | " + " | ".join(parts) + " |")
+    w("")
+
+    stable = [r for r in report.rows if r.kind == "stable"]
+    w("## 2. Stable streams, simulated: false triggers per 100,000 events\n")
+    w("Plain rule and guard side by side on the same events; onsets with the re-arm model above.\n")
     w("| stream | max_drop | events | plain: onsets | plain: per 100k | guard: onsets | guard: per 100k |")
     w("|---|---:|---:|---:|---:|---:|---:|")
     for r in stable:
@@ -391,78 +520,91 @@ def render(rows: list[Row], meta: dict[str, str], plain: Policy, guarded: Policy
         )
     w("")
 
-    change = [r for r in rows if r.kind == "change"]
-    w(f"## Changes: trigger share within {HORIZON:,} events, delay (events after the change), misses\n")
+    change = [r for r in report.rows if r.kind == "change"]
+    w(f"## 3. Changes: share of runs triggering within {report.horizon:,} events, delay, misses\n")
     w(
-        "A step of m x threshold drops the level by m x max_drop_fraction (relative). Below the threshold "
-        "(0.5x, scenario 2) every trigger is a false one; at 1x the true drop equals the threshold; from 1.5x on "
-        "a trigger is a detection and no trigger within the horizon is a miss.\n"
+        "A step of m x threshold lowers the level by m x max_drop_fraction (relative). Below the threshold "
+        "(0.5x; scenario 2 is 0.71x) every trigger is a false one; at 1x the true drop equals the threshold; "
+        "from 1.5x on a trigger is a detection and no trigger within the horizon is a miss. Delays in events "
+        "after the change.\n"
     )
-    w("### Plain rule (`guard: none`)\n")
+    w("### 3a. Plain rule (`guard: none`)\n")
     w("| stream | max_drop | runs | triggered | median delay | p90 delay | misses |")
     w("|---|---:|---:|---:|---:|---:|---:|")
     for r in change:
         d = r.delays(0)
+        misses = str(r.misses(0)) if _is_real_drop(r) else "–"
         w(
             f"| {r.name} | {r.threshold:.2f} | {len(r.firsts[0])} | {r.triggered_share(0):.1%} "
-            f"| {_fmt(_quantile(d, 0.5), 0)} | {_fmt(_quantile(d, 0.9), 0)} | {r.misses(0) if _is_real_drop(r) else '–'} |"
+            f"| {_fmt(_quantile(d, 0.5), 0)} | {_fmt(_quantile(d, 0.9), 0)} | {misses} |"
         )
     w("")
-    w(f"### Guard (`guard: {guarded.guard}`)\n")
+    w(f"### 3b. Guard (`guard: {g.guard}`)\n")
     w("| stream | max_drop | runs | triggered | median delay | p90 delay | misses | median vs plain |")
     w("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in change:
         d, dp = r.delays(1), r.delays(0)
         ratio = _quantile(d, 0.5) / _quantile(dp, 0.5) if d and dp else math.nan
+        misses = str(r.misses(1)) if _is_real_drop(r) else "–"
         w(
             f"| {r.name} | {r.threshold:.2f} | {len(r.firsts[1])} | {r.triggered_share(1):.1%} "
-            f"| {_fmt(_quantile(d, 0.5), 0)} | {_fmt(_quantile(d, 0.9), 0)} "
-            f"| {r.misses(1) if _is_real_drop(r) else '–'} | {_fmt(ratio, 2)}x |"
+            f"| {_fmt(_quantile(d, 0.5), 0)} | {_fmt(_quantile(d, 0.9), 0)} | {misses} | {_fmt(ratio, 2)}x |"
         )
     w("")
-    w(_targets(rows))
     return "\n".join(out) + "\n"
 
 
-def _targets(rows: list[Row]) -> str:
+def _targets(report: Report) -> str:
     """The issue's targets, measured."""
-    lines = ["## Targets (issue 9), measured\n", "| target | measured | met |", "|---|---|---|"]
-    stable = [r for r in rows if r.kind == "stable"]
-    worst = max(stable, key=lambda r: r.per_100k(1))
-    ok = worst.per_100k(1) <= 1.0
-    lines.append(
-        f"| guard: <= 1 false trigger per 100k events on every stable stream | worst {worst.per_100k(1):.2f} per 100k "
-        f"({worst.name}, max_drop {worst.threshold:.2f}) | {'yes' if ok else 'no'} |"
-    )
-    s2 = [r for r in rows if r.name.startswith("scenario 2")]
-    for r in s2:
-        share = r.triggered_share(1)
+    rows = report.rows
+    lines = ["## Targets (issue 9), measured in this run\n", "| target | measured | met |", "|---|---|---|"]
+    if report.exact:
+        worst_exact = max(report.exact, key=lambda e: e[3])
+        ok = worst_exact[3] * 1e5 <= 1.0
         lines.append(
-            f"| guard: scenario 2 triggers in < 5% of runs over {HORIZON:,} events | {share:.1%} of {len(r.firsts[1])} "
-            f"runs (plain rule: {r.triggered_share(0):.1%}) | {'yes' if share < 0.05 else 'no'} |"
+            f"| guard: <= 1 false trigger per 100k events on every stable rate 0.10-0.99 (exact bound, section 1) "
+            f"| worst {worst_exact[3] * 1e5:.3f} per 100k (rate {worst_exact[0]:.2f}, max_drop {worst_exact[1]:.2f}) "
+            f"| {'yes' if ok else 'no'} |"
         )
+    stable = [r for r in rows if r.kind == "stable"]
+    if stable:
+        worst = max(stable, key=lambda r: r.per_100k(1))
+        ok = worst.per_100k(1) <= 1.0
+        lines.append(
+            f"| guard: <= 1 false trigger per 100k events on every stable stream (simulated, section 2) "
+            f"| worst {worst.per_100k(1):.2f} per 100k ({worst.name}, max_drop {worst.threshold:.2f}) "
+            f"| {'yes' if ok else 'no'} |"
+        )
+    for r in rows:
+        if r.name.startswith("scenario 2"):
+            share = r.triggered_share(1)
+            lines.append(
+                f"| guard: {r.name} triggers in < 5% of runs over {report.horizon:,} events | {share:.1%} of "
+                f"{len(r.firsts[1])} runs (plain rule: {r.triggered_share(0):.1%}) | {'yes' if share < 0.05 else 'no'} |"
+            )
     sub = [r for r in rows if " step 0.5x" in r.name]
     if sub:
         worst_sub = max(sub, key=lambda r: r.triggered_share(1))
         lines.append(
-            f"| guard: 0.5x-threshold steps (all policies) | worst {worst_sub.triggered_share(1):.1%} "
-            f"({worst_sub.name}) | {'yes' if worst_sub.triggered_share(1) < 0.05 else 'no'} |"
+            f"| guard: 0.5x-threshold steps trigger in < 5% of runs (all policies) | worst "
+            f"{worst_sub.triggered_share(1):.1%} ({worst_sub.name}) | {'yes' if worst_sub.triggered_share(1) < 0.05 else 'no'} |"
         )
-    real = [r for r in rows if _is_real_drop(r)]
-    for r in real:
+    for r in rows:
+        if not _is_real_drop(r):
+            continue
         d, dp = r.delays(1), r.delays(0)
         med, med_p = _quantile(d, 0.5), _quantile(dp, 0.5)
         ok = bool(d) and r.misses(1) == 0 and med <= 2 * med_p
         lines.append(
-            f"| guard: {r.name} detected, median delay <= 2x plain, no miss | median {_fmt(med, 0)} vs plain "
+            f"| guard: {r.name}: never missed, median delay <= 2x plain | median {_fmt(med, 0)} vs plain "
             f"{_fmt(med_p, 0)}, misses {r.misses(1)}/{len(r.firsts[1])} | {'yes' if ok else 'no'} |"
         )
     lines.append("")
     return "\n".join(lines)
 
 
-def measure_evaluate_cost() -> dict[str, float]:
-    """Microseconds per evaluate() call on the seed's windows (best of 5)."""
+def measure_evaluate_cost(number: int = 5000) -> dict[str, float]:
+    """Microseconds per evaluate() call on the seed's windows (best of 5 repeats of ``number`` calls)."""
     sr = WindowStats(50, 30.0, 30.0), WindowStats(200, 190.0, 190.0)
     rng = random.Random(0)
     mv = (
@@ -477,14 +619,13 @@ def measure_evaluate_cost() -> dict[str, float]:
     cost = {}
     for label, (policy, (recent, baseline)) in cases.items():
         timer = timeit.Timer(lambda p=policy, r=recent, b=baseline: evaluate(p, r, b))
-        number = 5000
         cost[label] = min(timer.repeat(5, number)) / number * 1e6
     return cost
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the harness and write the report; returns the process exit status."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few seconds: checks the harness, not the figures")
     parser.add_argument("--seed", type=int, default=20260113)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "DETECTION.md")
@@ -498,7 +639,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     work = [(t, args.seed) for t in tasks]
     if args.jobs > 1 and len(tasks) > 1:
-        # Longest tasks first keeps both cores busy to the end; results are re-ordered below.
+        # Longest tasks first keeps the processes busy to the end; results go back in task order.
         order = sorted(range(len(work)), key=lambda i: -(tasks[i].runs * tasks[i].events))
         with multiprocessing.get_context("fork" if os.name == "posix" else "spawn").Pool(args.jobs) as pool:
             done = pool.map(run_task, [work[i] for i in order], chunksize=1)
@@ -507,31 +648,99 @@ def main(argv: Sequence[str] | None = None) -> int:
             results[i] = res
     else:
         results = [run_task(item) for item in work]
+    simulated = time.perf_counter() - started
+    exact = exact_stable_rates(scale.exact_rates, SEED_THRESHOLDS)
     elapsed = time.perf_counter() - started
     rows = aggregate(results)
-    cost = measure_evaluate_cost()
-    plain, guarded = _policies(Stream("x", Aggregation.SUCCESS_RATE, 0.5, _const(0.5)), 0.2)
+    cost = measure_evaluate_cost(300 if args.quick else 5000)
+    _, guarded = _policies(Stream("x", Aggregation.SUCCESS_RATE, 0.5, _const(0.5)), 0.2)
     total_events = sum(r.events for r in rows)
+    command = "python benchmarks/detection.py " + " ".join(
+        shlex.quote(str(a)) for a in (sys.argv[1:] if argv is None else argv)
+    )
     meta = {
-        "command": "python benchmarks/detection.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
-        "mode": "quick (harness check only; figures not meaningful)" if args.quick else "full",
+        "command": f"`{command.strip()}`",
+        "mode": "quick (checks the harness; the figures mean nothing)" if args.quick else "full",
         "seed": str(args.seed),
         "date (UTC)": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}",
         "python": platform.python_version(),
-        "jobs": str(args.jobs),
-        "events simulated": f"{total_events:,} in {elapsed:.1f} s",
-        "evaluate() cost, µs per call": ", ".join(f"{k}: {v:.1f}" for k, v in cost.items()),
+        "processes": str(args.jobs),
+        "events simulated": f"{total_events:,} in {simulated:.1f} s; exact enumeration {elapsed - simulated:.1f} s",
+        "evaluate() cost, µs per call (windows 50/200, incl. the Evaluation)": ", ".join(
+            f"{k}: {v:.1f}" for k, v in cost.items()
+        ),
     }
-    args.out.write_text(render(rows, meta, plain, guarded) + RATIONALE, encoding="utf-8")
-    print(f"wrote {args.out} ({total_events:,} events in {elapsed:.1f} s)")
+    report = Report(rows, exact, meta, guarded, scale.horizon)
+    text = render(report) + _rationale()
+    args.out.write_text(text, encoding="utf-8")
+    print(f"wrote {args.out} ({total_events:,} events simulated in {simulated:.1f} s, total {elapsed:.1f} s)")
     return 0
+
+
+def _rationale() -> str:
+    """Why the guard is what it is; the numbers in it are computed, not typed."""
+    k, false_share, miss = peak_overlap(0.85, 0.25, 1.5, 0.70)
+    return RATIONALE.format(k=k, false_share=false_share, miss=miss)
 
 
 RATIONALE = """
 ## Why this guard
 
-To be written.
+**What the others do.** Kayenta's Mann-Whitney judge (Spinnaker canary analysis) does not fire on
+"the difference is significant": it computes a confidence interval of the shift between canary and
+baseline and calls a metric High/Low only when the *whole interval* lies beyond an allowed margin
+(`fraction` x the estimate). That is the right shape for a tripwire with a threshold: the question
+is "is the drop at least X?", not "is there any drop?". The guard's `guard_confidence` test is that
+rule. A Mann-Whitney test itself does not fit: a success-rate window is 0/1 data, all ties, where a
+rank test only approximates the two-proportion test; for mean values Welch uses the same two windows
+as the seed's rule and needs only their count, sum and sum of squares (ranks need every event).
+
+Wald's SPRT and Page's CUSUM are the efficient tools for *sequential* change detection: they
+accumulate a log-likelihood ratio event by event and fire when it crosses a boundary set for a
+target false-alarm rate. They need a fixed in-control reference (p0) and an alternative (p1), and
+state carried between evaluations. The seed's contract is a comparison of two count windows, with a
+baseline that moves with the stream, evaluated on demand from what is stored; `evaluate` is a pure
+function of the two windows so that any replica, the API and this harness give the same answer.
+A CUSUM on top of the tripwire would report something else than the seed's drop_fraction and would
+need its own state in the database; it is the better tool for slow drifts (section 3: neither rule
+sees a drift that the windows keep re-baselining), and could be a second guard later.
+
+**What was chosen.** Trigger when (1) the point drop reaches max_drop_fraction (the seed's rule),
+(2) a one-sided test of "no drop" has p <= guard_alpha, and (3) the one-sided confidence that the
+true drop is >= max_drop_fraction is >= guard_confidence.
+
+- (2) controls false triggers on stable streams. Because the service evaluates after every event,
+  the level must be tiny: each trigger onset is a triggering evaluation, so guard_alpha bounds the
+  false triggers per event. Success rates use the signed-root likelihood-ratio test, not the score
+  (pooled z) test: at a rate of 0.9 the score test rejects about 6 times more often than its nominal
+  level in the lower tail (the binomial is skewed), the likelihood ratio stays within ~1.4x at every
+  rate. Means use Welch's t (unequal variances), with the Peizer-Pratt normal approximation of the t
+  tail; a window with zero variance is exact (the answer is certain), not a division by zero.
+- (3) keeps real but sub-threshold drops from firing (scenario 2). The test of "drop >= X" for a
+  success rate is the likelihood-ratio test of p_recent = (1 - X) p_baseline with the restricted
+  maximum likelihood of Farrington and Manning; for a mean, Welch with the margin folded in
+  ((1 - X)|baseline| ...), minus the (Bonferroni) chance that the baseline's sign is wrong.
+- The state reports `evidence`: `p_value`, `confidence`, and `drop_low`/`drop_high`, the one-sided
+  bounds at guard_confidence from inverting the same test (so drop_low >= max_drop_fraction exactly
+  when the confidence reaches guard_confidence).
+
+**The parameters.** guard_alpha = 3e-6 keeps the exact bound of section 1 under 1 per 100,000 at
+every rate. guard_confidence = 0.95 keeps scenario 2 under 5% of runs; 0.90 was measured at about 6%.
+
+**What no window rule can do.** A recent window of 50 events cannot tell a 0.71x drop (scenario 2,
+0.85 -> 0.70) reliably from a 1.5x drop (match_success, 0.85 -> 0.531). Even at the most favourable
+moment (the recent window entirely after the change, the baseline entirely before) the best cut on
+the recent window's successes that fires on scenario 2 less than 5% of the time (<= {k} successes:
+{false_share:.1%}) misses the 1.5x drop {miss:.0%} of the time; the window then re-baselines, so
+there are only a few independent looks. The targets "scenario 2 < 5%" and "1.5x never missed"
+cannot both be met with 50-event windows, by this guard or any other; the guard favours not firing
+on noise and sub-threshold drops, which is the failure the issue describes. At mid rates (0.3-0.7)
+the false-trigger target costs more: there a 50-event window carries so little information that a
+drop of 1.5x the threshold is rarely significant at the level continuous evaluation requires. The
+rows marked [window 100/400] and [window 400/1600] show the remedy: a policy on a noisy metric
+needs a longer window (the guard's evidence grows with it; the plain rule's false triggers do not
+go away).
 """
 
 if __name__ == "__main__":

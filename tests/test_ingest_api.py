@@ -279,3 +279,19 @@ async def test_label_cap_stores_events_but_drops_series(make_client, caplog):
     assert sample(samples, "kpiguard_series_dropped_total") == 2
     assert sample(samples, "kpiguard_label_pairs") == 2
     assert sum("D.c" in r.getMessage() for r in caplog.records) == 1
+
+
+async def test_unexpected_error_is_json_500_without_traceback(client, monkeypatch, caplog):
+    """A bug behind an endpoint answers a JSON 500 that leaks nothing; the traceback goes to the log only."""
+    from kpiguard.keys import WRITER
+
+    async def broken(event):
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(client.app[WRITER], "add_one", broken)
+    resp = await client.post(KPI, json=SEED_EVENT)
+    assert resp.status == 500
+    text = await resp.text()
+    assert "secret internal detail" not in text and "Traceback" not in text
+    assert (await resp.json())["error"]["code"] == "internal_error"
+    assert "secret internal detail" in caplog.text

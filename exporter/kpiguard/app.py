@@ -98,9 +98,9 @@ def _count_events(metrics: Metrics) -> Callable[[Sequence[StoredEvent]], None]:
         for ev in events:
             if ev.value is not None and admitted.get((ev.domain, ev.metric)):
                 metrics.kpi_value.labels(ev.domain, ev.metric).observe(ev.value)
-                if ev.value >= 0:
-                    metrics.kpi_value_positive.labels(ev.domain, ev.metric).inc(ev.value)
-                else:
-                    metrics.kpi_value_negative.labels(ev.domain, ev.metric).inc(-ev.value)
+                # inc(0) on the other side: both series exist from the first value, so the mean rule
+                # (positive - negative) / count never loses a side to an absent series.
+                metrics.kpi_value_positive.labels(ev.domain, ev.metric).inc(max(ev.value, 0.0))
+                metrics.kpi_value_negative.labels(ev.domain, ev.metric).inc(max(-ev.value, 0.0))
 
     return listener

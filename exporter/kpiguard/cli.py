@@ -1,4 +1,4 @@
-"""The ``kpiguard`` command: serve, db upgrade, dashboards generate, version."""
+"""The ``kpiguard`` command: serve, db upgrade, policies apply/export, rules generate, dashboards generate, version."""
 
 from __future__ import annotations
 
@@ -29,6 +29,23 @@ def _parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", required=True)
     up = db_sub.add_parser("upgrade", help="migrate the database to the newest schema")
     up.add_argument("--config", type=Path)
+
+    policies = sub.add_parser("policies", help="regression policies as a declarative YAML file")
+    pol_sub = policies.add_subparsers(dest="policies_command", required=True)
+    apply = pol_sub.add_parser("apply", help="apply a policies file to the database (idempotent, shows a diff)")
+    apply.add_argument("file", type=Path)
+    apply.add_argument("--dry-run", action="store_true", help="show the diff, change nothing")
+    apply.add_argument("--actor", default=None, help="who applies (audit trail); default: the file's changed_by")
+    apply.add_argument("--config", type=Path)
+    export = pol_sub.add_parser("export", help="print the database's policies as a policies file")
+    export.add_argument("--config", type=Path)
+
+    rules = sub.add_parser("rules", help="Prometheus rules generated from policies")
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True)
+    gen = rules_sub.add_parser("generate", help="write recording rules, alerts and promtool tests")
+    gen.add_argument("--policies", type=Path, default=Path("rules/policies.yaml"), help="policies YAML file")
+    gen.add_argument("--out", type=Path, default=Path("rules"), help="output folder")
+    gen.add_argument("--check", action="store_true", help="fail if the files on disk differ, write nothing")
 
     dashboards = sub.add_parser("dashboards", help="Grafana dashboards")
     dashboards_sub = dashboards.add_subparsers(dest="dashboards_command", required=True)
@@ -85,6 +102,43 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policies(args: argparse.Namespace) -> int:
+    from kpiguard.db.engine import create_engine, session_factory
+    from kpiguard.tripwire import dump_policies, load_policies
+    from kpiguard.tripwire._apply import apply_policies, export_policies_from
+    from kpiguard.tripwire._store import list_policies
+
+    settings = load_settings(args.config)
+    _setup_logging(settings)
+    wanted = load_policies(args.file) if args.policies_command == "apply" else []
+
+    async def run() -> int:
+        engine = create_engine(settings)
+        try:
+            sessions = session_factory(engine)
+            if args.policies_command == "export":
+                async with sessions() as session:
+                    print(dump_policies(export_policies_from(await list_policies(session))), end="")
+                return 0
+            changes = await apply_policies(sessions, wanted, dry_run=args.dry_run, actor=args.actor or "cli")
+        finally:
+            await engine.dispose()
+        for change in changes:
+            print(change.describe())
+        todo = sum(c.kind != "unchanged" for c in changes)
+        verb = "would change" if args.dry_run else "changed"
+        print(f"{len(changes)} policies in {args.file}: {verb} {todo}")
+        return 0
+
+    return asyncio.run(run())
+
+
+def _rules(args: argparse.Namespace) -> int:
+    from kpiguard.rulegen import generate_command
+
+    return generate_command(args.policies, args.out, args.check)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -93,6 +147,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "db":
             return _db_upgrade(args)
+        if args.command == "policies":
+            return _policies(args)
+        if args.command == "rules":
+            return _rules(args)
         if args.command == "dashboards":
             from kpiguard.dashboards import generate_command as generate_dashboards
 

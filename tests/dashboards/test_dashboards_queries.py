@@ -104,14 +104,9 @@ def test_a_typo_in_a_metric_or_rule_name_is_caught():
 
 
 USED_RULES = sorted({n for _, _, expr in ALL_QUERIES for n in metric_names(expr) if ":" in n})
-# rules/kpiguard.rules.yml computes the means from kpiguard_kpi_event_value_sum, which the exposition never
-# writes (see metrics.py): these rules record nothing until rulegen uses the _positive/_negative counters.
-BROKEN_MEANS = pytest.mark.xfail(strict=True, reason="mean rules read kpiguard_kpi_event_value_sum (rulegen)")
 
 
-@pytest.mark.parametrize("rule", [
-    pytest.param(r, marks=BROKEN_MEANS) if ":kpiguard_kpi_event_value:mean" in r else r for r in USED_RULES
-])
+@pytest.mark.parametrize("rule", USED_RULES)
 def test_recording_rules_the_panels_use_read_exported_series(rule):
     """A recording rule a panel shows reads only series kpiguard exports, so that the panel can have data."""
     exprs, seen, todo, inputs = _rule_exprs(), set(), [rule], set()

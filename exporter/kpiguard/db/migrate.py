@@ -7,9 +7,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection
+from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = logging.getLogger(__name__)
@@ -43,6 +42,13 @@ def _upgrade(conn: Connection, revision: str) -> None:
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
-    """The revision the database is at, or None before the first migration."""
+    """The revision the database is at, or None before the first migration.
+
+    Reads alembic_version itself: /readyz calls this on every probe, and Alembic's MigrationContext
+    logs two INFO lines each time it is configured.
+    """
     async with engine.connect() as conn:
-        return await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
+        has_table = await conn.run_sync(lambda c: inspect(c).has_table("alembic_version"))
+        if not has_table:
+            return None
+        return (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar_one_or_none()

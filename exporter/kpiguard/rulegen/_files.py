@@ -92,14 +92,16 @@ def write_files(out_dir: Path, files: Mapping[str, str]) -> list[str]:
     return changed
 
 
-def generate_command(policies_file: Path, out_dir: Path, check: bool) -> int:
+def generate_command(
+    policies_file: Path, out_dir: Path, check: bool, options: RuleOptions = RuleOptions(),
+) -> int:
     """``kpiguard rules generate``: write the rules for a policies file, or with ``check`` only compare; exit code."""
     try:
         policies = load_policies(policies_file)
     except SpecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    files = generate_files(policies)
+    files = generate_files(policies, options)
     if check:
         stale = diff_files(out_dir, files)
         for relative in stale:

@@ -31,11 +31,13 @@ from kpiguard.rulegen._sequences import (
 )
 from kpiguard.tripwire import Aggregation, Policy
 
-# Samples and evaluations every 5 minutes. promtool evaluates every rule from time 0 to T, so the first phase
-# lasts hours, not the week the baseline window could hold: that keeps each scenario well under a second.
+# Samples every 5 minutes, rule evaluations every 10. promtool evaluates every rule from time 0 to T, so the
+# first phase lasts three hours, not the week the baseline window could hold: that keeps a scenario near 0.1 s.
+# At about 67 events an hour it also passes the traffic guard, so the time-window comparison really runs (and
+# finds no drop) before the second phase.
 STEP = 300
-EVALUATION = 300
-FIRST_PHASE = 6 * 3600
+EVALUATION = 600
+FIRST_PHASE = 3 * 3600
 SCRAPE_LABELS = {"job": "kpiguard", "instance": "kpiguard:8000"}
 
 
@@ -210,7 +212,8 @@ def input_series(sim: Simulation) -> list[dict[str, str]]:
         (_series(r.EVENTS, policy, outcome="failure"), list(grid.failure)),
     ]
     if grid.has_values:
-        series += [(_series(r.VALUE_SUM, policy), list(grid.value_sum)),
+        series += [(_series(r.VALUE_POSITIVE, policy), list(grid.value_positive)),
+                   (_series(r.VALUE_NEGATIVE, policy), list(grid.value_negative)),
                    (_series(r.VALUE_COUNT, policy), list(grid.value_count))]
 
     def gauge(pick: Any) -> list[float | None]:

@@ -1,4 +1,4 @@
-"""Policies to Prometheus rule groups, as plain dicts: recording rules for every (domain, metric), two alerts per policy.
+"""Policies to Prometheus rule groups, as plain dicts: recording rules for every pair, two alerts per policy.
 
 Recording rules follow the ``level:metric:operations`` convention; the level is ``domain_metric`` because every
 rule keeps exactly those two labels. They are written once, for every exported (domain, metric) pair, rather than
@@ -17,7 +17,10 @@ from kpiguard.tripwire import Action, Aggregation, Policy
 
 LEVEL = "domain_metric"
 EVENTS = "kpiguard_kpi_events_total"
-VALUE_SUM = "kpiguard_kpi_event_value_sum"
+# The value histogram has no _sum (its buckets go below 0, so the client library omits it); kpiguard
+# exports the sum as two counters instead: positive values and the magnitudes of negative ones.
+VALUE_POSITIVE = "kpiguard_kpi_event_value_positive_total"
+VALUE_NEGATIVE = "kpiguard_kpi_event_value_negative_total"
 VALUE_COUNT = "kpiguard_kpi_event_value_count"
 DROP = "kpiguard_regression_drop_ratio"
 CURRENT = "kpiguard_regression_current"
@@ -130,9 +133,10 @@ def recording_rules(options: RuleOptions = RuleOptions()) -> list[dict[str, Any]
         rules.append({"record": value_count_increase_name(label), "expr": _sum("increase", VALUE_COUNT, rng)})
     for label, rng in _windows(options):
         expr = (
-            "# delta, not rate: a sum of signed values is no counter, and the same extrapolation on both sides\n"
-            "# cancels in the ratio.\n"
-            f"{_sum('delta', VALUE_SUM, rng)}\n/\n{_sum('delta', VALUE_COUNT, rng)}"
+            "# sum of values / count over the window: the sum is exported as two counters (positive values,\n"
+            "# magnitudes of negative ones), so that restarts read as counter resets.\n"
+            f"(\n  {_sum('increase', VALUE_POSITIVE, rng)}\n  -\n  {_sum('increase', VALUE_NEGATIVE, rng)}\n)\n"
+            f"/\n{_sum('increase', VALUE_COUNT, rng)}"
         )
         rules.append({"record": value_mean_name(label), "expr": expr})
     return rules

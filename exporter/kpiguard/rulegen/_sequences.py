@@ -104,7 +104,8 @@ class Grid:
     step: int
     success: tuple[int, ...]
     failure: tuple[int, ...]
-    value_sum: tuple[float, ...]
+    value_positive: tuple[float, ...]  # sum of positive values (a counter)
+    value_negative: tuple[float, ...]  # sum of the magnitudes of negative values (a counter)
     value_count: tuple[int, ...]
     seen: tuple[int, ...]  # events with a time at or before each sample
     has_values: bool  # whether any event carries a value, so that the value series are exported at all
@@ -117,24 +118,29 @@ class Grid:
 
 def place(events: Sequence[Event], slots: Sequence[int], samples: int, step: int) -> Grid:
     """Put event i at sample ``slots[i]`` (non-decreasing) and accumulate the series over ``samples`` samples."""
-    success, failure, vsum, vcount, seen = [], [], [], [], []
+    success, failure, vpos, vneg, vcount, seen = [], [], [], [], [], []
     s = f = c = n = 0
-    total = 0.0
+    pos = neg = 0.0
     i = 0
     for k in range(samples):
         while i < len(events) and slots[i] <= k:
             event = events[i]
             s, f = s + event.success, f + (not event.success)
             if event.value is not None:
-                total, c = total + event.value, c + 1
+                if event.value >= 0:
+                    pos += event.value
+                else:
+                    neg -= event.value
+                c += 1
             i, n = i + 1, n + 1
         success.append(s)
         failure.append(f)
-        vsum.append(total)
+        vpos.append(pos)
+        vneg.append(neg)
         vcount.append(c)
         seen.append(n)
     has_values = any(event.value is not None for event in events)
-    return Grid(step, tuple(success), tuple(failure), tuple(vsum), tuple(vcount), tuple(seen), has_values)
+    return Grid(step, tuple(success), tuple(failure), tuple(vpos), tuple(vneg), tuple(vcount), tuple(seen), has_values)
 
 
 def spread(count: int, first: int, slots: int) -> list[int]:
@@ -218,11 +224,14 @@ def window_figures(grid: Grid, at: int, seconds: int, offset: int = 0) -> Window
     # (success or total * 0) / total
     numerator = rate_s if rate_s is not None else (None if total is None else total * 0)
     ratio = None if total is None or numerator is None else _div(numerator, total)
-    value_delta = count_delta = count_increase = None
+    positive = negative = count_increase = None
     if grid.has_values:
-        value_delta, count_delta = fn(grid.value_sum, False, False), fn(grid.value_count, False, False)
+        positive, negative = fn(grid.value_positive, True, False), fn(grid.value_negative, True, False)
         count_increase = fn(grid.value_count, True, False)
-    mean = None if value_delta is None or count_delta is None else _div(value_delta, count_delta)
+    mean = (
+        None if positive is None or negative is None or count_increase is None
+        else _div(positive - negative, count_increase)
+    )
     return WindowFigures(
         events_rate=total,
         events_increase=_sum(fn(grid.success, True, False), fn(grid.failure, True, False)),

@@ -14,6 +14,8 @@ The format (``version`` is optional; every policy key but ``domain`` and ``metri
         aggregation: success_rate   # or mean_value
         enabled: true
         dry_run: false
+        guard: evidence             # or none (the seed's plain rule); see DETECTION.md
+        guard_confidence: 0.95      # optional guard parameters
         changed_by: bryan           # optional
         reason: seed policy         # optional
 
@@ -33,7 +35,8 @@ import yaml
 
 from kpiguard.errors import SpecError
 from kpiguard.names import NAME_PATTERN, is_valid_name
-from kpiguard.tripwire._policy import Action, Aggregation, Policy
+from kpiguard.tripwire._policy import Action, Aggregation, Guard, Policy
+from kpiguard.tripwire._validate import policy_problems
 
 SPEC_VERSION = 1
 _TOP_KEYS = ("version", "policies")
@@ -49,6 +52,9 @@ POLICY_KEYS = (
     "aggregation",
     "enabled",
     "dry_run",
+    "guard",
+    "guard_confidence",
+    "guard_alpha",
     "changed_by",
     "reason",
 )
@@ -170,14 +176,11 @@ def _policy(node: yaml.Node, file: str, where: str) -> Policy:
         check = _CHECKS[key]
         values[key] = check(_scalar(value_node, file, field), file, field, value_node)
     policy = dataclasses.replace(_DEFAULTS, **values)
-    if policy.min_events_to_enforce > policy.window_events:
-        field = _join(where, "min_events_to_enforce")
-        node_for_line = fields.get("min_events_to_enforce", fields.get("window_events", node))
-        raise SpecError(
-            file, field,
-            f"{policy.min_events_to_enforce} is more than window_events ({policy.window_events}); "
-            "the recent window could never hold enough events to enforce" + _line(node_for_line),
-        )
+    # The rules that relate fields (and the guard's ranges) are the API's too: one checker for both.
+    problems = policy_problems(policy)
+    if problems:
+        key, reason = problems[0]
+        raise SpecError(file, _join(where, key), reason + _line(fields.get(key, node)))
     return policy
 
 
@@ -238,6 +241,9 @@ _CHECKS: dict[str, Callable[[Any, str, str, yaml.Node], Any]] = {
     "max_drop_fraction": _fraction,
     "action": _choice(Action),
     "aggregation": _choice(Aggregation),
+    "guard": _choice(Guard),
+    "guard_confidence": _fraction,
+    "guard_alpha": _fraction,
     "enabled": _boolean,
     "dry_run": _boolean,
     "changed_by": _optional_text,

@@ -17,7 +17,11 @@ def policy_problems(policy: Policy) -> list[tuple[str, str]]:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             problems.append((field, "must be a positive integer"))
     if not problems and policy.min_events_to_enforce > policy.window_events:
-        problems.append(("min_events_to_enforce", f"must be at most window_events ({policy.window_events})"))
+        problems.append((
+            "min_events_to_enforce",
+            f"{policy.min_events_to_enforce} is more than window_events ({policy.window_events}); "
+            "the recent window could never hold enough events to enforce",
+        ))
     if not 0 < policy.max_drop_fraction < 1:
         problems.append(("max_drop_fraction", "must be greater than 0 and less than 1"))
     if not 0.5 <= policy.guard_confidence < 1:

@@ -43,8 +43,12 @@ class WindowStats:
         """The sample variance (n - 1 in the denominator); 0.0 below two values."""
         if self.n < 2:
             return 0.0
-        # Rounding in total_sq - total**2/n can leave a tiny negative number for constant values.
-        return max(0.0, (self.total_sq - self.total * self.total / self.n) / (self.n - 1))
+        spread = self.total_sq - self.total * self.total / self.n
+        # For constant values rounding leaves a residue of either sign, about n * 1e-16 of the
+        # sum of squares; anything that small is treated as the zero it is.
+        if spread <= 1e-12 * self.total_sq:
+            return 0.0
+        return spread / (self.n - 1)
 
     def __add__(self, other: WindowStats) -> WindowStats:
         """The statistics of both windows' events together."""
