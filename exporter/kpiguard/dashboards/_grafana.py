@@ -69,8 +69,9 @@ def _custom(kind: Kind) -> dict[str, Any]:
     return {}
 
 
-def _options(kind: Kind) -> dict[str, Any]:
+def _options(panel: Panel) -> dict[str, Any]:
     """The kind's panel ``options``."""
+    kind = panel.kind
     if kind is Kind.TIMESERIES:
         return {
             "legend": {"showLegend": True, "displayMode": "list", "placement": "bottom", "calcs": []},
@@ -79,7 +80,7 @@ def _options(kind: Kind) -> dict[str, Any]:
     if kind is Kind.STAT:
         return {
             "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-            "colorMode": "background", "graphMode": "area", "textMode": "auto",
+            "colorMode": "background", "graphMode": "area", "textMode": panel.text_mode,
             "orientation": "auto", "justifyMode": "auto",
         }
     if kind is Kind.STATE_TIMELINE:
@@ -135,7 +136,7 @@ def _panel(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
         "datasource": dict(DATASOURCE),
         "targets": [_target(q, i, table) for i, q in enumerate(panel.queries)],
         "fieldConfig": _field_config(panel),
-        "options": _options(panel.kind),
+        "options": _options(panel),
     }
     if table:
         # Instant queries as tables, merged on their labels: one row per series, one column per query.

@@ -59,6 +59,7 @@ class Panel:
     mappings: tuple[Mapping, ...] = ()
     dashed: str | None = None  # series whose display name matches this regex are drawn dashed (thresholds, baselines)
     no_value: str | None = None  # shown instead of "No data" where no data is a normal answer
+    text_mode: str = "auto"  # stat panels: "name" shows the legend (labels) instead of the number
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

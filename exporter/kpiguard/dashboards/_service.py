@@ -18,7 +18,7 @@ def _status() -> Row:
     return Row("Now", (
         Panel("Version", Kind.STAT, (Query("max by (version, python) (kpiguard_build_info)",
                                            "{{version}} (Python {{python}})"),),
-              "The running build.", width=6, height=4, unit="none"),
+              "The running build.", width=6, height=4, unit="none", text_mode="name"),
         Panel("KPI events per second", Kind.STAT,
               (Query(f"sum({sel('domain_metric:kpiguard_kpi_events:rate5m', *PM)})"),),
               "All selected KPI events over 5 minutes.", width=6, height=4, unit="reqps"),
