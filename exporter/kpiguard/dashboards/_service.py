@@ -27,7 +27,7 @@ def _status() -> Row:
               "not exported.", width=6, height=4, unit="percentunit", min=0, max=1,
               steps=(Step(None, "green"), Step(0.8, "orange"), Step(1, "red"))),
         Panel("Dropped samples in range", Kind.STAT,
-              (Query(f"sum({increase('kpiguard_series_dropped_total')})"),),
+              (Query(f"sum({increase('kpiguard_series_dropped_total')})", instant=True),),
               "KPI samples not exported because the label cap was reached (the events are stored).",
               width=6, height=4, decimals=0, steps=(Step(None, "green"), Step(1, "red"))),
     ))

@@ -33,7 +33,7 @@ def _status() -> Row:
               "Engines whose risk policy is disabled (THROTTLE): their new work is denied.",
               width=6, height=5, steps=(Step(None, "green"), Step(1, "orange"))),
         Panel("Enforcement actions in range", Kind.STAT,
-              (Query(sum_by("action", increase("kpiguard_enforcement_actions_total")), "{{action}}"),),
+              (Query(sum_by("action", increase("kpiguard_enforcement_actions_total")), "{{action}}", instant=True),),
               "THROTTLE and KILL_SWITCH actions executed in the dashboard's time range, by the evaluator or Alertmanager.",
               width=6, height=5, decimals=0, steps=_RED_FROM_1),
     ))
