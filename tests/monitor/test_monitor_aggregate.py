@@ -37,7 +37,7 @@ def _random_values(n: int, seed: int) -> list[float]:
         _random_values(10_001, 3),
         [float(v) for v in np.random.default_rng(4).integers(0, 50, 200)],  # many ties
     ],
-    ids=["n1", "n2", "n2-unsorted-input", "all-equal", "ties", "huge-gap", "1..10", "n7", "n1000", "n10001", "int-ties"],
+    ids=["n1", "n2", "n2-unsorted", "all-equal", "ties", "huge-gap", "1..10", "n7", "n1000", "n10001", "int-ties"],
 )
 @pytest.mark.parametrize("q", QUANTILES)
 def test_percentile_cont_matches_numpy_linear(values: list[float], q: float) -> None:
@@ -179,7 +179,8 @@ def test_latency_ignores_events_without_duration() -> None:
 
 def test_top_fallback_reasons_are_ten_with_ties_broken_by_name() -> None:
     """The 10 most frequent reasons, by count descending then reason ascending, independent of arrival order."""
-    counts = {f"reason_{letter}": n for letter, n in zip("abcdefghijkl", [5, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 7])}
+    sizes = [5, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 7]
+    counts = {f"reason_{letter}": n for letter, n in zip("abcdefghijkl", sizes, strict=True)}
     reasons = [reason for reason, n in counts.items() for _ in range(n)]
     expected = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:10]
     for seed in range(3):

@@ -240,7 +240,9 @@ def _finding(kind: AlertType, severity: Severity | None, scope: str = "global") 
     return Finding(kind, scope, severity, 0.1, 0.05, 2.0, "test")
 
 
-def _alert(alert_id: int, kind: AlertType, status: AlertStatus = AlertStatus.OPEN, scope: str = "global") -> ActiveAlert:
+def _alert(
+    alert_id: int, kind: AlertType, status: AlertStatus = AlertStatus.OPEN, scope: str = "global",
+) -> ActiveAlert:
     """A stored alert."""
     return ActiveAlert(alert_id, kind, scope, Severity.LOW, status)
 

@@ -55,7 +55,8 @@ def percentile_cont(sorted_values: Sequence[float], q: float) -> float:
 
 def health_score(success_rate: float, fallback_rate: float, duplicate_rate: float) -> float:
     """Return the seed's 0..100 composite: success*50 + (1-min(1,fallback*5))*30 + (1-min(1,duplicate*3))*20."""
-    for name, rate in (("success_rate", success_rate), ("fallback_rate", fallback_rate), ("duplicate_rate", duplicate_rate)):
+    rates = {"success_rate": success_rate, "fallback_rate": fallback_rate, "duplicate_rate": duplicate_rate}
+    for name, rate in rates.items():
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"{name} must be between 0 and 1, got {rate}")
     return (

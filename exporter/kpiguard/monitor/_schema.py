@@ -45,7 +45,7 @@ MAX_DURATION_MS = 86_400_000_000.0
 # Names become Prometheus label values and JSON keys: printable, no control characters.
 _PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
 
-Name = Annotated[str | None, Field(default=None, min_length=1, max_length=MAX_NAME_LENGTH, pattern=_PRINTABLE, strict=True)]
+Name = Annotated[str | None, Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=_PRINTABLE, strict=True)]
 
 
 class RequestChainLink(BaseModel):
@@ -53,7 +53,7 @@ class RequestChainLink(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    fallback_reason: Annotated[str | None, Field(default=None, max_length=MAX_REASON_LENGTH, strict=True)]
+    fallback_reason: Annotated[str | None, Field(max_length=MAX_REASON_LENGTH, strict=True)] = None
 
 
 class Telemetry(BaseModel):
@@ -69,14 +69,12 @@ class EventData(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    model: Name
-    backend: Name
-    agent: Name
-    duration_ms: Annotated[
-        float | None, Field(default=None, ge=0, le=MAX_DURATION_MS, allow_inf_nan=False, strict=True)
-    ]
+    model: Name = None
+    backend: Name = None
+    agent: Name = None
+    duration_ms: Annotated[float | None, Field(ge=0, le=MAX_DURATION_MS, allow_inf_nan=False, strict=True)] = None
     success: StrictBool | None = None
-    error: Annotated[str | None, Field(default=None, max_length=MAX_ERROR_LENGTH, strict=True)]
+    error: Annotated[str | None, Field(max_length=MAX_ERROR_LENGTH, strict=True)] = None
     telemetry: Telemetry | None = None
 
 
