@@ -81,6 +81,17 @@ class Metrics:
             "kpiguard_kpi_event_value", "The value carried by KPI events that have one.",
             ["domain", "metric"], buckets=KPI_VALUE_BUCKETS, registry=registry,
         )
+        # The client library omits a histogram's _sum once a bucket is negative (OpenMetrics), yet a
+        # mean over a time window needs the sum: two counters carry it, so that resets stay visible.
+        # mean = (rate(..._positive_total) - rate(..._negative_total)) / rate(kpiguard_kpi_event_value_count)
+        self.kpi_value_positive = Counter(
+            "kpiguard_kpi_event_value_positive", "Sum of the positive values carried by KPI events.",
+            ["domain", "metric"], registry=registry,
+        )
+        self.kpi_value_negative = Counter(
+            "kpiguard_kpi_event_value_negative", "Sum of the magnitudes of the negative values carried by KPI events.",
+            ["domain", "metric"], registry=registry,
+        )
         self.ingest_batch_size = Histogram(
             "kpiguard_ingest_batch_size_events", "Events per accepted ingest request.",
             ["endpoint"], buckets=BATCH_SIZE_BUCKETS, registry=registry,

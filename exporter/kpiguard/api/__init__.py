@@ -1,1 +1,14 @@
-"""api."""
+"""HTTP routes, one module per area."""
+
+from aiohttp import web
+
+from kpiguard.api import health, kpi
+
+
+def setup_routes(app: web.Application) -> None:
+    """Register every route on ``app``."""
+    app.add_routes(health.routes)
+    app.add_routes(kpi.routes)
+
+
+__all__ = ["setup_routes"]

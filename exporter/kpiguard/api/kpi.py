@@ -1,0 +1,91 @@
+"""KPI event ingest: the seed's single-event endpoint and the batch endpoint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import TypeAdapter, ValidationError
+
+from kpiguard.api._json import json_response
+from kpiguard.auth import Scope, requires
+from kpiguard.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from kpiguard.ingest import KpiEventIn
+from kpiguard.keys import METRICS, SETTINGS, WRITER
+from kpiguard.validation import JSON, NDJSON, decode_utf8, parse_json, read_body, read_object, to_validation_failed, validate
+
+routes = web.RouteTableDef()
+_BATCH = TypeAdapter(list[KpiEventIn])
+IDEMPOTENCY_KEY_MAX = 200
+
+
+@routes.post("/api/governance/regression/kpi")
+@requires(Scope.INGEST)
+async def record_kpi(request: web.Request) -> web.Response:
+    """Store one KPI event (JSON or form body); 201 with the stored event once committed."""
+    settings = request.app[SETTINGS]
+    data = await read_object(request, settings.max_body_bytes)
+    event = validate(KpiEventIn, data)
+    stored = await request.app[WRITER].add_one(event)
+    request.app[METRICS].ingest_batch_size.labels("kpi").observe(1)
+    return json_response(stored.to_json(), status=200 if stored.duplicate else 201)
+
+
+@routes.post("/api/v1/kpi-events")
+@requires(Scope.INGEST)
+async def record_kpi_batch(request: web.Request) -> web.Response:
+    """Store a batch (JSON array or NDJSON) all-or-nothing; an Idempotency-Key makes a retry count once."""
+    settings = request.app[SETTINGS]
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not (0 < len(key) <= IDEMPOTENCY_KEY_MAX):
+        raise ValidationFailed(f"must be 1 to {IDEMPOTENCY_KEY_MAX} characters", field="Idempotency-Key")
+    body = await read_body(request, settings.max_body_bytes)
+    ctype = (request.content_type or "").lower()
+    if ctype == JSON:
+        events = _parse_json_batch(body, settings.max_batch_events)
+    elif ctype == NDJSON:
+        events = _parse_ndjson_batch(body, settings.max_batch_events)
+    else:
+        raise UnsupportedMediaType(
+            f"Content-Type {ctype or '(none)'} is not accepted here", field="Content-Type", choices=[JSON, NDJSON]
+        )
+    result = await request.app[WRITER].add_batch(events, key)
+    request.app[METRICS].ingest_batch_size.labels("kpi-events").observe(len(events))
+    body_out: dict[str, Any] = {"stored": result.stored, "duplicates": result.duplicates}
+    if result.replayed:
+        body_out["replayed"] = True
+        return json_response(body_out, status=200, headers={"Idempotent-Replayed": "true"})
+    return json_response(body_out, status=201)
+
+
+def _check_size(n: int, limit: int) -> None:
+    if n == 0:
+        raise ValidationFailed("the batch is empty", field="events")
+    if n > limit:
+        raise PayloadTooLarge(f"the batch holds {n} events; the limit is {limit}", field="events")
+
+
+def _parse_json_batch(body: bytes, limit: int) -> list[KpiEventIn]:
+    data = parse_json(decode_utf8(body))
+    if not isinstance(data, list):
+        raise ValidationFailed("expected a JSON array of events", field="events")
+    _check_size(len(data), limit)
+    try:
+        return _BATCH.validate_python(data)
+    except ValidationError as exc:
+        raise to_validation_failed(exc, prefix="events") from exc
+
+
+def _parse_ndjson_batch(body: bytes, limit: int) -> list[KpiEventIn]:
+    lines = [ln for ln in decode_utf8(body).split("\n") if ln.strip()]
+    _check_size(len(lines), limit)
+    items: list[Any] = []
+    for i, line in enumerate(lines):
+        item = parse_json(line, where=f"events[{i}]")
+        if not isinstance(item, dict):
+            raise ValidationFailed(f"events[{i}]: expected a JSON object", field=f"events[{i}]")
+        items.append(item)
+    try:
+        return _BATCH.validate_python(items)
+    except ValidationError as exc:
+        raise to_validation_failed(exc, prefix="events") from exc

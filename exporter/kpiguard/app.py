@@ -1,0 +1,92 @@
+"""The app factory: one ``web.Application`` per call, no import-time side effects."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter as Tally
+from collections.abc import AsyncIterator, Callable, Sequence
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from kpiguard import api
+from kpiguard.db import migrate
+from kpiguard.db.engine import create_engine, session_factory
+from kpiguard.ingest import EventWriter, StoredEvent
+from kpiguard.keys import ENGINE, METRICS, SESSIONS, SETTINGS, WRITER
+from kpiguard.metrics import Metrics
+from kpiguard.middleware import error_middleware, metrics_middleware
+from kpiguard.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> web.Application:
+    """Build the kpiguard application on ``settings``, exporting its metrics on ``registry``."""
+    app = web.Application(
+        middlewares=[metrics_middleware, error_middleware],
+        # aiohttp refuses larger bodies itself; the handlers check again with a clearer message
+        client_max_size=settings.max_body_bytes,
+    )
+    app[SETTINGS] = settings
+    app[METRICS] = Metrics(registry if registry is not None else CollectorRegistry(), settings.max_label_pairs)
+    app.cleanup_ctx.append(_database)
+    api.setup_routes(app)
+    return app
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    """Open the engine (migrating SQLite by itself), start the event writer; close both at shutdown."""
+    settings = app[SETTINGS]
+    engine = create_engine(settings)
+    try:
+        if settings.should_auto_migrate:
+            await migrate.upgrade(engine)
+        else:
+            current = await migrate.current_revision(engine)
+            if current != migrate.head_revision():
+                log.warning(
+                    "database at revision %s, code expects %s: run `kpiguard db upgrade`",
+                    current, migrate.head_revision(),
+                )
+        app[ENGINE] = engine
+        app[SESSIONS] = session_factory(engine)
+        writer = EventWriter(
+            app[SESSIONS], dialect=engine.dialect.name, flush_max_events=settings.ingest_flush_max_events
+        )
+        writer.add_listener(_count_events(app[METRICS]))
+        app[WRITER] = writer
+        await writer.start()
+        try:
+            yield
+        finally:
+            await writer.stop()
+    finally:
+        await engine.dispose()
+
+
+def _count_events(metrics: Metrics) -> Callable[[Sequence[StoredEvent]], None]:
+    """A commit listener that exports the stored events as counters and value observations."""
+
+    def listener(events: Sequence[StoredEvent]) -> None:
+        tally: Tally[tuple[str, str, str]] = Tally()
+        for ev in events:
+            tally[(ev.domain, ev.metric, "success" if ev.success else "failure")] += 1
+        admitted: dict[tuple[str, str], bool] = {}
+        for (domain, metric, outcome), n in tally.items():
+            ok = admitted.get((domain, metric))
+            if ok is None:
+                ok = admitted[(domain, metric)] = metrics.labels.admit(domain, metric, 0)
+            if ok:
+                metrics.kpi_events.labels(domain, metric, outcome).inc(n)
+            else:
+                metrics.series_dropped.inc(n)
+        for ev in events:
+            if ev.value is not None and admitted.get((ev.domain, ev.metric)):
+                metrics.kpi_value.labels(ev.domain, ev.metric).observe(ev.value)
+                if ev.value >= 0:
+                    metrics.kpi_value_positive.labels(ev.domain, ev.metric).inc(ev.value)
+                else:
+                    metrics.kpi_value_negative.labels(ev.domain, ev.metric).inc(-ev.value)
+
+    return listener

@@ -1,0 +1,42 @@
+"""Opening the database: one async engine and session factory per app."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+from kpiguard.settings import Settings
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    """Create the engine for the configured store, tuned for it."""
+    kwargs: dict[str, Any] = {}
+    if settings.is_sqlite:
+        # SQLite allows one writer; a generous busy timeout makes concurrent writers wait, not fail.
+        kwargs["connect_args"] = {"timeout": 30}
+    else:
+        kwargs["pool_size"] = settings.database_pool_size
+        kwargs["max_overflow"] = 0
+        kwargs["pool_pre_ping"] = False
+        if settings.database_schema:
+            kwargs["connect_args"] = {"server_settings": {"search_path": settings.database_schema}}
+    engine = create_async_engine(settings.database_url, **kwargs)
+    if settings.is_sqlite:
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # WAL lets readers run beside the writer; synchronous=FULL keeps an acknowledged commit on disk.
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker:
+    """A session factory that keeps loaded objects usable after commit."""
+    return async_sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,16 @@
+"""Typed keys for the state an app shares between its handlers and background tasks."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from kpiguard.ingest import EventWriter
+from kpiguard.metrics import Metrics
+from kpiguard.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", Metrics)
+ENGINE = web.AppKey("engine", AsyncEngine)
+SESSIONS = web.AppKey("sessions", async_sessionmaker[AsyncSession])
+WRITER = web.AppKey("writer", EventWriter)

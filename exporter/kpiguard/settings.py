@@ -1,0 +1,147 @@
+"""The one place kpiguard reads configuration: ``KPIGUARD_*`` environment variables and an optional YAML file.
+
+Precedence, highest first: explicit arguments, environment variables, the YAML file, defaults.
+List settings (tokens) take a JSON list or a comma-separated string in the environment.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+from kpiguard.errors import ConfigError
+
+TokenList = Annotated[tuple[SecretStr, ...], NoDecode]
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; frozen once loaded."""
+
+    model_config = SettingsConfigDict(env_prefix="KPIGUARD_", frozen=True, extra="forbid")
+
+    database_url: str = Field(
+        "sqlite+aiosqlite:///./kpiguard.db",
+        description="SQLAlchemy URL: sqlite+aiosqlite:///FILE or postgresql+asyncpg://USER@HOST/DB.",
+    )
+    database_schema: str | None = Field(None, description="PostgreSQL schema to use (search_path); None = default.")
+    database_pool_size: int = Field(20, ge=1, le=500, description="Connections in the PostgreSQL pool.")
+    auto_migrate: bool | None = Field(
+        None, description="Migrate on start-up. Default: yes for SQLite, no for PostgreSQL (run `kpiguard db upgrade`)."
+    )
+    host: str = Field("127.0.0.1", description="Address to bind.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to bind (0 = any free port).")
+    allow_public_without_auth: bool = Field(
+        False, description="Allow binding a non-loopback address while no API token is configured."
+    )
+    ingest_tokens: TokenList = Field((), description="Bearer tokens of the ingest scope.")
+    admin_tokens: TokenList = Field((), description="Bearer tokens of the admin scope (also valid for every scope).")
+    webhook_tokens: TokenList = Field((), description="Bearer tokens of the webhook scope (Alertmanager).")
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes.")
+    max_batch_events: int = Field(10_000, ge=1, le=1_000_000, description="Most events in one batch request.")
+    max_label_pairs: int = Field(1000, ge=1, description="Most (domain, metric) pairs exported as metric labels.")
+    ingest_flush_max_events: int = Field(
+        2000, ge=1, description="Most single events committed together by the group-commit writer."
+    )
+    log_level: str = Field("INFO", description="Python logging level.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then environment, then the YAML file named by ``yaml_file`` in the model config."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if settings_cls.model_config.get("yaml_file"):
+            sources.append(YamlConfigSettingsSource(settings_cls))
+        return tuple(sources)
+
+    @field_validator("ingest_tokens", "admin_tokens", "webhook_tokens", mode="before")
+    @classmethod
+    def _split_tokens(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip()
+            if value.startswith("["):
+                import json
+
+                return json.loads(value)
+            return [t.strip() for t in value.split(",") if t.strip()]
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not (value.startswith("sqlite+aiosqlite://") or value.startswith("postgresql+asyncpg://")):
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_level(cls, value: str) -> str:
+        levels = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+        if value.upper() not in levels:
+            raise ValueError(f"must be one of {', '.join(levels)}")
+        return value.upper()
+
+    @model_validator(mode="after")
+    def _refuse_public_without_auth(self) -> Settings:
+        if not self.auth_enabled and not self.allow_public_without_auth and not _is_loopback(self.host):
+            raise ValueError(
+                f"host: {self.host} is not a loopback address and no API token is configured; "
+                "set KPIGUARD_ADMIN_TOKENS (and the other scopes) or KPIGUARD_ALLOW_PUBLIC_WITHOUT_AUTH=true"
+            )
+        return self
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Whether any token is configured; without one the API is open (loopback only)."""
+        return bool(self.ingest_tokens or self.admin_tokens or self.webhook_tokens)
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether the store is the embedded SQLite file."""
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def should_auto_migrate(self) -> bool:
+        """Whether ``serve`` migrates the schema by itself."""
+        return self.is_sqlite if self.auto_migrate is None else self.auto_migrate
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Load the settings, converting any invalid value into a ConfigError naming the setting."""
+    cls: type[Settings] = Settings
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError("--config", f"{path} is not a readable file")
+        cls = type("Settings", (Settings,), {"model_config": {**Settings.model_config, "yaml_file": str(path)}})
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or _setting_from_message(err["msg"])
+        raise ConfigError(f"KPIGUARD_{loc.upper()}" if loc else "settings", err["msg"]) from exc
+    except ValueError as exc:  # a YAML file that does not parse, or a token list that is not JSON
+        raise ConfigError(str(config_file or "environment"), str(exc)) from exc
+
+
+def _setting_from_message(msg: str) -> str:
+    head = msg.removeprefix("Value error, ").split(":", 1)[0]
+    return head if head.isidentifier() else ""

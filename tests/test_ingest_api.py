@@ -1,0 +1,281 @@
+"""KPI ingest through the HTTP API, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from conftest import count_rows, metric_samples, sample
+from kpiguard.db.models import IngestRequest, KpiEvent
+from kpiguard.keys import ENGINE
+
+SEED_EVENT = {"domain": "WHOLESALE", "metric": "contract_rate", "success": True, "actor": "system"}
+KPI = "/api/governance/regression/kpi"
+BATCH = "/api/v1/kpi-events"
+
+
+async def test_seed_curl_stores_event_and_counts_it(client):
+    """The seed's first curl answers 201 with the stored event and counts it in /metrics."""
+    resp = await client.post(KPI, json=SEED_EVENT)
+    assert resp.status == 201
+    body = await resp.json()
+    assert body["id"] >= 1
+    assert body["domain"] == "WHOLESALE" and body["metric"] == "contract_rate"
+    assert body["success"] is True and body["actor"] == "system"
+    assert body["created_at"].endswith("Z")
+    assert await count_rows(client, KpiEvent) == 1
+    samples = await metric_samples(client)
+    assert sample(samples, "kpiguard_kpi_events_total", domain="WHOLESALE", metric="contract_rate",
+                  outcome="success") == 1
+
+
+@pytest.mark.parametrize(
+    ("form", "success"),
+    [
+        ({"success": "true"}, True),
+        ({"success": "false"}, False),
+        ({"success": "1"}, True),
+        ({"success": "0"}, False),
+    ],
+)
+async def test_form_body_accepts_boolean_spellings(client, form, success):
+    """A form body's success field takes true/false/1/0."""
+    resp = await client.post(KPI, data={"domain": "WHOLESALE", "metric": "contract_rate", **form})
+    assert resp.status == 201
+    assert (await resp.json())["success"] is success
+
+
+async def test_all_fields_round_trip(client):
+    """value, correlation_id, detail and a backfilled created_at are stored and returned in UTC."""
+    resp = await client.post(KPI, json={
+        **SEED_EVENT, "value": -312.5, "correlation_id": "deal-42", "detail": {"offer": 3},
+        "created_at": "2026-01-13T16:32:00+02:00",
+    })
+    assert resp.status == 201
+    body = await resp.json()
+    assert body["value"] == -312.5 and body["correlation_id"] == "deal-42" and body["detail"] == {"offer": 3}
+    assert body["created_at"] == "2026-01-13T14:32:00Z"
+
+
+async def test_form_detail_as_json_text(client):
+    """A form body carries detail as JSON text."""
+    resp = await client.post(KPI, data={"domain": "A", "metric": "b", "success": "1", "detail": '{"k": [1, 2]}'})
+    assert resp.status == 201
+    assert (await resp.json())["detail"] == {"k": [1, 2]}
+
+
+async def test_value_is_exported_as_histogram(client):
+    """Event values land in the histogram and in the positive/negative sum counters."""
+    for value in (500, -300, 200):
+        await client.post(KPI, json={"domain": "CAPITAL", "metric": "roi_event", "success": True, "value": value})
+    samples = await metric_samples(client)
+    labels = {"domain": "CAPITAL", "metric": "roi_event"}
+    assert sample(samples, "kpiguard_kpi_event_value_count", **labels) == 3
+    assert sample(samples, "kpiguard_kpi_event_value_bucket", le="0.0", **labels) == 1
+    assert sample(samples, "kpiguard_kpi_event_value_positive_total", **labels) == 700
+    assert sample(samples, "kpiguard_kpi_event_value_negative_total", **labels) == 300
+
+
+def _json(body: Any) -> dict[str, Any]:
+    return {"data": json.dumps(body), "headers": {"Content-Type": "application/json"}}
+
+
+BAD_SINGLE = [
+    # (id, request kwargs, status, field)
+    ("malformed-json", {"data": b'{"domain": ', "headers": {"Content-Type": "application/json"}}, 400, None),
+    ("not-utf8", {"data": b'{"domain": "\xff"}', "headers": {"Content-Type": "application/json"}}, 400, None),
+    ("array-not-object", _json([SEED_EVENT]), 422, None),
+    ("empty-body", {"data": b"", "headers": {"Content-Type": "application/json"}}, 422, None),
+    ("missing-domain", _json({"metric": "m", "success": True}), 422, "domain"),
+    ("missing-success", _json({"domain": "D", "metric": "m"}), 422, "success"),
+    ("wrong-type-domain", _json({**SEED_EVENT, "domain": 5}), 422, "domain"),
+    ("wrong-type-success", _json({**SEED_EVENT, "success": "maybe"}), 422, "success"),
+    ("wrong-type-value", _json({**SEED_EVENT, "value": "lots"}), 422, "value"),
+    ("nan-value", {"data": '{"domain":"D","metric":"m","success":true,"value":NaN}',
+                   "headers": {"Content-Type": "application/json"}}, 422, "value"),
+    ("bad-name", _json({**SEED_EVENT, "domain": "9bad name"}), 422, "domain"),
+    ("name-too-long", _json({**SEED_EVENT, "metric": "m" * 65}), 422, "metric"),
+    ("unknown-field", _json({**SEED_EVENT, "colour": "red"}), 422, "colour"),
+    ("detail-not-object", _json({**SEED_EVENT, "detail": [1]}), 422, "detail"),
+    ("bad-created-at", _json({**SEED_EVENT, "created_at": "last tuesday"}), 422, "created_at"),
+    ("form-bad-detail", {"data": {"domain": "D", "metric": "m", "success": "1", "detail": "{"}}, 422, "detail"),
+    ("form-repeated-field", {"data": "domain=D&domain=E&metric=m&success=1",
+                             "headers": {"Content-Type": "application/x-www-form-urlencoded"}}, 422, "domain"),
+    ("wrong-content-type", {"data": "domain=D", "headers": {"Content-Type": "text/plain"}}, 415, "Content-Type"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "status", "field"), [c[1:] for c in BAD_SINGLE], ids=[c[0] for c in BAD_SINGLE])
+async def test_bad_single_event_is_refused_and_nothing_stored(client, kwargs, status, field):
+    """Each bad input gets its 4xx with the field named, and no event is stored."""
+    resp = await client.post(KPI, **kwargs)
+    assert resp.status == status
+    err = (await resp.json())["error"]
+    assert err["field"] == field
+    assert err["code"] and err["message"]
+    assert await count_rows(client, KpiEvent) == 0
+
+
+async def test_oversize_body_is_413(make_client):
+    """A body over max_body_bytes answers 413 and stores nothing."""
+    client = await make_client(max_body_bytes=2048)
+    resp = await client.post(KPI, json={**SEED_EVENT, "detail": {"pad": "x" * 4000}})
+    assert resp.status == 413
+    assert (await resp.json())["error"]["code"] == "payload_too_large"
+    assert await count_rows(client, KpiEvent) == 0
+
+
+async def test_unknown_route_and_method_are_json(client):
+    """A wrong path is a JSON 404 and a wrong method a JSON 405."""
+    resp = await client.get("/nope")
+    assert resp.status == 404 and (await resp.json())["error"]["code"] == "not_found"
+    resp = await client.get(KPI)
+    assert resp.status == 405 and (await resp.json())["error"]["code"] == "method_not_allowed"
+
+
+async def test_event_id_makes_single_retry_count_once(client):
+    """A retried single event with the same event_id is stored once and answers with the original."""
+    first = await client.post(KPI, json={**SEED_EVENT, "event_id": "e-1"})
+    again = await client.post(KPI, json={**SEED_EVENT, "event_id": "e-1"})
+    assert first.status == 201 and again.status == 200
+    a, b = await first.json(), await again.json()
+    assert b["id"] == a["id"] and b["duplicate"] is True
+    assert await count_rows(client, KpiEvent) == 1
+    samples = await metric_samples(client)
+    assert sample(samples, "kpiguard_kpi_events_total", domain="WHOLESALE", metric="contract_rate",
+                  outcome="success") == 1
+
+
+async def test_concurrent_single_events_all_stored(client):
+    """Many concurrent single POSTs share group commits and every one is stored with its own id."""
+    import asyncio
+
+    resps = await asyncio.gather(*[
+        client.post(KPI, json={"domain": "D", "metric": "m", "success": i % 2 == 0}) for i in range(60)
+    ])
+    ids = set()
+    for r in resps:
+        assert r.status == 201
+        ids.add((await r.json())["id"])
+    assert len(ids) == 60
+    assert await count_rows(client, KpiEvent) == 60
+
+
+# --- batches ---
+
+def _events(n: int, **extra: Any) -> list[dict[str, Any]]:
+    return [{"domain": "WHOLESALE", "metric": "contract_rate", "success": i % 20 != 0, **extra} for i in range(n)]
+
+
+async def test_json_batch_is_stored(client):
+    """A JSON array batch answers 201 with the count and is exported."""
+    resp = await client.post(BATCH, json=_events(40))
+    assert resp.status == 201
+    assert await resp.json() == {"stored": 40, "duplicates": 0}
+    assert await count_rows(client, KpiEvent) == 40
+    samples = await metric_samples(client)
+    assert sample(samples, "kpiguard_kpi_events_total", domain="WHOLESALE", metric="contract_rate",
+                  outcome="failure") == 2
+
+
+async def test_ndjson_batch_is_stored(client):
+    """An NDJSON batch (blank lines ignored) is stored."""
+    body = "\n".join(json.dumps(e) for e in _events(25)) + "\n\n"
+    resp = await client.post(BATCH, data=body, headers={"Content-Type": "application/x-ndjson"})
+    assert resp.status == 201
+    assert (await resp.json())["stored"] == 25
+    assert await count_rows(client, KpiEvent) == 25
+
+
+async def test_idempotency_key_retry_is_stored_once(client):
+    """A retried batch with the same Idempotency-Key is stored once and says it was replayed."""
+    headers = {"Idempotency-Key": "batch-7"}
+    first = await client.post(BATCH, json=_events(30), headers=headers)
+    again = await client.post(BATCH, json=_events(30), headers=headers)
+    assert first.status == 201
+    assert again.status == 200 and again.headers["Idempotent-Replayed"] == "true"
+    assert (await again.json())["stored"] == 30
+    assert await count_rows(client, KpiEvent) == 30
+    assert await count_rows(client, IngestRequest) == 1
+
+
+async def test_event_ids_in_batches_count_once(client):
+    """Per-event event_ids skip events seen before, across and within batches."""
+    batch = [{**e, "event_id": f"ev-{i}"} for i, e in enumerate(_events(10))]
+    r1 = await client.post(BATCH, json=batch)
+    r2 = await client.post(BATCH, json=batch[5:] + [{**batch[0], "event_id": "ev-new"}, batch[1]])
+    assert (await r1.json()) == {"stored": 10, "duplicates": 0}
+    assert (await r2.json()) == {"stored": 1, "duplicates": 6}
+    assert await count_rows(client, KpiEvent) == 11
+
+
+async def test_batch_uses_bulk_statements_not_one_per_event(client, database):
+    """A batch of 500 is written with one multi-row INSERT on SQLite and COPY (no INSERT) on PostgreSQL."""
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, params, context, executemany):
+        if "INSERT INTO kpi_event" in statement:
+            statements.append(statement)
+
+    sync_engine = client.app[ENGINE].sync_engine
+    event.listen(sync_engine, "before_cursor_execute", record)
+    try:
+        resp = await client.post(BATCH, json=_events(500))
+    finally:
+        event.remove(sync_engine, "before_cursor_execute", record)
+    assert resp.status == 201
+    assert await count_rows(client, KpiEvent) == 500
+    assert len(statements) == (1 if database.kind == "sqlite" else 0)
+
+
+BAD_BATCH = [
+    ("malformed-json", {"data": b"[{", "headers": {"Content-Type": "application/json"}}, 400, None),
+    ("not-utf8", {"data": b'[{"domain": "\xfe"}]', "headers": {"Content-Type": "application/json"}}, 400, None),
+    ("object-not-array", _json(SEED_EVENT), 422, "events"),
+    ("empty", _json([]), 422, "events"),
+    ("bad-event-in-middle", _json(_events(3)[:2] + [{"domain": "D", "metric": "m"}]), 422, "events[2].success"),
+    ("unknown-field", _json([{**SEED_EVENT, "extra": 1}]), 422, "events[0].extra"),
+    ("ndjson-bad-line", {"data": json.dumps(SEED_EVENT) + "\n{oops\n",
+                         "headers": {"Content-Type": "application/x-ndjson"}}, 400, "events[1]"),
+    ("ndjson-not-object", {"data": json.dumps(SEED_EVENT) + "\n[1]\n",
+                           "headers": {"Content-Type": "application/x-ndjson"}}, 422, "events[1]"),
+    ("form-not-accepted", {"data": {"domain": "D"}}, 415, "Content-Type"),
+    ("idempotency-key-too-long", {**_json(_events(1)), "headers": {"Content-Type": "application/json",
+                                                                   "Idempotency-Key": "k" * 201}}, 422,
+     "Idempotency-Key"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "status", "field"), [c[1:] for c in BAD_BATCH], ids=[c[0] for c in BAD_BATCH])
+async def test_bad_batch_is_refused_whole(client, kwargs, status, field):
+    """A batch with any bad part is refused whole with the field named; nothing is stored."""
+    resp = await client.post(BATCH, **kwargs)
+    assert resp.status == status
+    assert (await resp.json())["error"]["field"] == field
+    assert await count_rows(client, KpiEvent) == 0
+
+
+async def test_batch_over_event_limit_is_413(make_client):
+    """More events than max_batch_events answers 413 naming the batch; nothing stored."""
+    client = await make_client(max_batch_events=10)
+    resp = await client.post(BATCH, json=_events(11))
+    assert resp.status == 413
+    assert (await resp.json())["error"]["field"] == "events"
+    assert await count_rows(client, KpiEvent) == 0
+
+
+async def test_label_cap_stores_events_but_drops_series(make_client, caplog):
+    """Past the cardinality cap events are stored, series are not exported, and the drop is counted and logged once."""
+    client = await make_client(max_label_pairs=2)
+    for metric in ("a", "b", "c", "c"):
+        assert (await client.post(KPI, json={"domain": "D", "metric": metric, "success": True})).status == 201
+    assert await count_rows(client, KpiEvent) == 4
+    samples = await metric_samples(client)
+    assert sample(samples, "kpiguard_kpi_events_total", domain="D", metric="b", outcome="success") == 1
+    assert sample(samples, "kpiguard_kpi_events_total", domain="D", metric="c", outcome="success") is None
+    assert sample(samples, "kpiguard_series_dropped_total") == 2
+    assert sample(samples, "kpiguard_label_pairs") == 2
+    assert sum("D.c" in r.getMessage() for r in caplog.records) == 1

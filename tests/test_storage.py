@@ -1,0 +1,69 @@
+"""Storage: migrations, readiness and timestamps on both stores."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from prometheus_client import CollectorRegistry
+from sqlalchemy import inspect, select
+
+from kpiguard.app import create_app
+from kpiguard.db import migrate
+from kpiguard.db.engine import create_engine
+from kpiguard.db.models import KpiEvent
+from kpiguard.keys import ENGINE, SESSIONS
+
+
+async def test_migration_creates_schema_with_window_index(client):
+    """The migration creates kpi_event with the (domain, metric, created_at, id) index and reaches head."""
+    engine = client.app[ENGINE]
+    async with engine.connect() as conn:
+        indexes = await conn.run_sync(lambda c: inspect(c).get_indexes("kpi_event"))
+        columns = await conn.run_sync(lambda c: [col["name"] for col in inspect(c).get_columns("kpi_event")])
+    assert {"id", "domain", "metric", "success", "value", "actor", "correlation_id", "detail", "created_at"} <= set(
+        columns
+    )
+    window = [ix for ix in indexes if ix["name"] == "ix_kpi_event_domain_metric_created_at"]
+    assert window and window[0]["column_names"] == ["domain", "metric", "created_at", "id"]
+    assert await migrate.current_revision(engine) == migrate.head_revision()
+
+
+async def test_timestamps_come_back_as_utc(client):
+    """A timestamp stored from another zone reads back aware and in UTC, and orders by instant."""
+    async with client.app[SESSIONS]() as session, session.begin():
+        session.add(KpiEvent(domain="D", metric="m", success=True,
+                             created_at=datetime.fromisoformat("2026-01-13T16:32:00+02:00")))
+        session.add(KpiEvent(domain="D", metric="m", success=True,
+                             created_at=datetime.fromisoformat("2026-01-13T15:00:00+00:00")))
+    async with client.app[SESSIONS]() as session:
+        rows = (await session.execute(select(KpiEvent.created_at).order_by(KpiEvent.created_at))).scalars().all()
+    assert rows == [datetime(2026, 1, 13, 14, 32, tzinfo=UTC), datetime(2026, 1, 13, 15, 0, tzinfo=UTC)]
+
+
+async def test_readyz_reports_pending_migrations(aiohttp_client, make_settings):
+    """Without auto-migration on an empty store, /readyz answers 503 and names the command to run."""
+    client = await aiohttp_client(create_app(make_settings(auto_migrate=False), CollectorRegistry()))
+    resp = await client.get("/readyz")
+    assert resp.status == 503
+    assert "kpiguard db upgrade" in (await resp.json())["database"]
+    assert (await client.get("/healthz")).status == 200
+
+
+async def test_upgrade_is_idempotent(make_settings):
+    """Running the migration twice leaves the store at head."""
+    engine = create_engine(make_settings())
+    try:
+        await migrate.upgrade(engine)
+        await migrate.upgrade(engine)
+        assert await migrate.current_revision(engine) == migrate.head_revision()
+    finally:
+        await engine.dispose()
+
+
+async def test_metrics_exposition_names(client):
+    """/metrics carries build info and HTTP metrics named by route template."""
+    await client.get("/healthz")
+    text = await (await client.get("/metrics")).text()
+    assert 'kpiguard_build_info{python=' in text
+    assert 'kpiguard_http_requests_total{code="200",method="GET",route="/healthz"} 1.0' in text
+    assert "kpiguard_http_request_duration_seconds_bucket" in text
