@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from kpiguard.ingest import EventWriter
 from kpiguard.metrics import Metrics
+from kpiguard.monitor.service import MonitorService
 from kpiguard.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -14,3 +15,4 @@ METRICS = web.AppKey("metrics", Metrics)
 ENGINE = web.AppKey("engine", AsyncEngine)
 SESSIONS = web.AppKey("sessions", async_sessionmaker[AsyncSession])
 WRITER = web.AppKey("writer", EventWriter)
+MONITOR = web.AppKey("monitor", MonitorService)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -58,3 +59,9 @@ def day_aggregate() -> DayBuilder:
 def records_of_day() -> Callable[..., list[TelemetryRecord]]:
     """Build the records of a synthetic day from counts."""
     return build_records
+
+
+@pytest.fixture
+async def mclient(make_client: Callable[..., Any]) -> Any:
+    """A client on an app without the background scheduler, so that only the test computes."""
+    return await make_client(monitor_scheduler=False)

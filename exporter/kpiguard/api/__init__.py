@@ -2,13 +2,14 @@
 
 from aiohttp import web
 
-from kpiguard.api import health, kpi
+from kpiguard.api import health, kpi, monitor
 
 
 def setup_routes(app: web.Application) -> None:
     """Register every route on ``app``."""
     app.add_routes(health.routes)
     app.add_routes(kpi.routes)
+    app.add_routes(monitor.routes)
 
 
 __all__ = ["setup_routes"]
