@@ -43,6 +43,7 @@ from kpiguard.monitor._baseline import (
     compute_baseline,
     trend,
 )
+from kpiguard.monitor._rules import RULES_PATH, TESTS_PATH, monitor_rule_files
 from kpiguard.monitor._schema import (
     EventData,
     RequestChainLink,
@@ -61,6 +62,8 @@ __all__ = [
     "DEFAULT_WINDOW_DAYS",
     "GLOBAL_SCOPE",
     "PERCENTILES",
+    "RULES_PATH",
+    "TESTS_PATH",
     "TOP_FALLBACK_REASONS",
     "UNKNOWN",
     "ActiveAlert",
@@ -94,6 +97,7 @@ __all__ = [
     "fallback_reason",
     "health_score",
     "is_success",
+    "monitor_rule_files",
     "percentile_cont",
     "reconcile",
     "severities_at_least",
