@@ -179,6 +179,10 @@ async def test_compute_with_an_empty_body_does_the_last_closed_hour_and_day(mcli
     assert body["computed"][1]["date"] == (now.date() - timedelta(days=1)).isoformat()
     assert abs(datetime.fromisoformat(kinds[0][1]) - hour) <= timedelta(hours=1)
     assert body["checked"] == [body["computed"][1]["date"]]
+    assert await count_rows(mclient, MonitoringBaseline) == 2  # checking yesterday, and the current one
+    today = await compute(mclient, date=now.date().isoformat())  # today so far: checked, no baseline from it
+    assert today["checked"] == [now.date().isoformat()]
+    assert await count_rows(mclient, MonitoringBaseline) == 2
 
 
 async def test_gauges_follow_the_newest_computation(mclient):

@@ -7,7 +7,6 @@ import json
 from datetime import date
 from typing import Any
 
-import pytest
 from sqlalchemy import event, select
 
 from conftest import count_rows, metric_samples, sample

@@ -131,7 +131,8 @@ def _recording_rules(thresholds: Thresholds, baseline: str) -> list[dict[str, An
         {"record": "kpiguard:telemetry_duplicate:ratio_rate1h",
          "expr": f"({dup} or vector(0))\n/ kpiguard:telemetry_received:rate1h"},
         {"record": "kpiguard:telemetry_latency_p95:seconds_1h",
-         "expr": "histogram_quantile(0.95, sum by (le) (rate(kpiguard_telemetry_request_duration_seconds_bucket[1h])))"},
+         "expr": "histogram_quantile(0.95, sum by (le) "
+                 "(rate(kpiguard_telemetry_request_duration_seconds_bucket[1h])))"},
     ]
     for s in _SIGNALS:
         floor = getattr(thresholds, s.floor_field) * s.floor_scale
@@ -187,7 +188,8 @@ def _alert_rules(thresholds: Thresholds, baseline: str, min_events_per_hour: int
         for severity, low, high in _bands(thresholds):
             rules.append({
                 "alert": s.alert,
-                "expr": f'max by (scope) (kpiguard_monitor_deviation_ratio{{signal="{s.name}"}}){_band_filter(low, high)}',
+                "expr": (f'max by (scope) (kpiguard_monitor_deviation_ratio{{signal="{s.name}"}})'
+                         f"{_band_filter(low, high)}"),
                 "labels": {"severity": severity.value, "alert_type": s.alert_type.value, "signal": s.name,
                            "source": "kpiguard"},
                 "annotations": _spike_annotations(s, severity, low, high, hourly=False),

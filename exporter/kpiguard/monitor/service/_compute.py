@@ -146,7 +146,8 @@ class MonitorService:
 
         With ``update_baseline``, days of the baseline window that hold events but no daily row are computed
         first (so a backfill needs one call), then two baselines are stored: the one that checks ``day``
-        (the N days before it) and the current one for the day after (which includes ``day``).
+        (the N days before it) and, once ``day`` has closed, the current one for the day after (which
+        includes it): a partial today never becomes the current baseline.
         """
         async with self._lock:
             result = ComputeResult()
@@ -155,7 +156,9 @@ class MonitorService:
             if update_baseline:
                 result.computed.extend(await self._fill_window(day, trigger))
                 checking = await self._baseline(day)
-                await self._baseline(day + timedelta(days=1))
+                if day < utcnow().date():
+                    # the current baseline (for the day after) only from a closed day, never a partial today
+                    await self._baseline(day + timedelta(days=1))
             else:
                 checking = await self._stored_baseline(day)
             result.baseline = checking
