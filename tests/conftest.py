@@ -80,14 +80,18 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, settings: Settings) -> TestClient:
+async def client(database: Database, aiohttp_client: Any, settings: Settings) -> TestClient:
     """An in-process client on an app from the factory, with a fresh registry."""
+    # database comes first so that it is torn down last: the app (and its background tasks) stops
+    # before the schema is dropped, or a query still running would deadlock with DROP SCHEMA.
     return await aiohttp_client(create_app(settings, CollectorRegistry()))
 
 
 @pytest.fixture
-def make_client(aiohttp_client: Any, make_settings: Callable[..., Settings]) -> Callable[..., Any]:
-    """Build a client on an app with overridden settings."""
+def make_client(
+    database: Database, aiohttp_client: Any, make_settings: Callable[..., Settings]
+) -> Callable[..., Any]:
+    """Build a client on an app with overridden settings (torn down before the database, as ``client``)."""
 
     async def make(**overrides: Any) -> TestClient:
         return await aiohttp_client(create_app(make_settings(**overrides), CollectorRegistry()))

@@ -16,6 +16,7 @@ from kpiguard.ingest import EventWriter, StoredEvent
 from kpiguard.keys import ENGINE, EVALUATOR, METRICS, RECEIVER, SESSIONS, SETTINGS, WRITER
 from kpiguard.metrics import Metrics
 from kpiguard.middleware import error_middleware, metrics_middleware
+from kpiguard.monitor.service import monitor_context
 from kpiguard.settings import Settings
 from kpiguard.tripwire._runner import Evaluator, running
 from kpiguard.webhook import Receiver
@@ -34,6 +35,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     app[METRICS] = Metrics(registry if registry is not None else CollectorRegistry(), settings.max_label_pairs)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_tripwire)
+    app.cleanup_ctx.append(monitor_context)  # after _database: it needs the sessions
     api.setup_routes(app)
     return app
 

@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from kpiguard.ingest import EventWriter
 from kpiguard.metrics import Metrics
+from kpiguard.monitor.service import MonitorService
 from kpiguard.settings import Settings
 from kpiguard.tripwire._runner import Evaluator
 from kpiguard.webhook import Receiver
@@ -18,3 +19,4 @@ SESSIONS = web.AppKey("sessions", async_sessionmaker[AsyncSession])
 WRITER = web.AppKey("writer", EventWriter)
 EVALUATOR = web.AppKey("evaluator", Evaluator)
 RECEIVER = web.AppKey("receiver", Receiver)
+MONITOR = web.AppKey("monitor", MonitorService)

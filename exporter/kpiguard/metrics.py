@@ -177,3 +177,95 @@ class Metrics:
         self.risk_checks = Counter(
             "kpiguard_risk_checks", "Risk checks answered.", ["engine", "outcome", "reason"], registry=registry,
         )
+
+        # --- monitor ---
+        # Telemetry ingest, counted after each committed request. (model, backend) pairs are capped like
+        # (domain, metric): past the cap an event is counted under model="other", backend="other", so that
+        # totals and rates stay right while the series count stays bounded.
+        self.telemetry_label_overflow = Counter(
+            "kpiguard_telemetry_label_overflow",
+            'Telemetry events counted under model="other", backend="other" because the label cap was reached.',
+            registry=registry,
+        )
+        self.telemetry_labels = LabelGuard(max_label_pairs, self.telemetry_label_overflow)
+        self.telemetry_events = Counter(
+            "kpiguard_telemetry_events",
+            "Telemetry events stored as traffic (not replays), by outcome (success or failure).",
+            ["outcome", "model", "backend"], registry=registry,
+        )
+        self.telemetry_fallbacks = Counter(
+            "kpiguard_telemetry_fallbacks",
+            "Telemetry events whose request chain fell back (request_chain[0].fallback_reason set).",
+            ["model", "backend"], registry=registry,
+        )
+        # Replays are counted in kpiguard_ingest_duplicates_total{kind="telemetry_event"}.
+        # LLM requests take tens of milliseconds to minutes.
+        telemetry_duration_buckets = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+        self.telemetry_duration = Histogram(
+            "kpiguard_telemetry_request_duration_seconds", "duration_ms of telemetry events that carry one, in seconds.",
+            ["backend"], buckets=telemetry_duration_buckets, registry=registry,
+        )
+        # Computed buckets and baselines, set after each computation, exported for the drift rules.
+        gs = ["granularity", "scope"]  # granularity: hour|day, the newest computed bucket
+        self.monitor_events = Gauge(
+            "kpiguard_monitor_events", "Traffic events in the newest computed bucket.", gs, registry=registry)
+        self.monitor_fallback = Gauge(
+            "kpiguard_monitor_fallback_ratio", "Fallback rate of the newest computed bucket.", gs, registry=registry)
+        self.monitor_error = Gauge(
+            "kpiguard_monitor_error_ratio", "Error rate of the newest computed bucket.", gs, registry=registry)
+        self.monitor_duplicate = Gauge(
+            "kpiguard_monitor_duplicate_ratio", "Duplicates / received events of the newest computed bucket.", gs,
+            registry=registry)
+        self.monitor_success = Gauge(
+            "kpiguard_monitor_success_ratio", "Success rate of the newest computed bucket.", gs, registry=registry)
+        self.monitor_latency = Gauge(
+            "kpiguard_monitor_latency_seconds",
+            "Latency of the newest computed bucket (stat: p50 p75 p90 p95 p99 avg min max).",
+            [*gs, "stat"], registry=registry)
+        self.monitor_health = Gauge(
+            "kpiguard_monitor_health_score", "Health score 0..100 of the newest computed bucket.", gs,
+            registry=registry)
+        bs = ["baseline", "scope"]
+        self.monitor_baseline_fallback = Gauge(
+            "kpiguard_monitor_baseline_fallback_ratio", "Fallback rate of the current rolling baseline.", bs,
+            registry=registry)
+        self.monitor_baseline_error = Gauge(
+            "kpiguard_monitor_baseline_error_ratio", "Error rate of the current rolling baseline.", bs,
+            registry=registry)
+        self.monitor_baseline_duplicate = Gauge(
+            "kpiguard_monitor_baseline_duplicate_ratio", "Duplicate rate of the current rolling baseline.", bs,
+            registry=registry)
+        self.monitor_baseline_latency_p95 = Gauge(
+            "kpiguard_monitor_baseline_latency_p95_seconds", "p95 latency of the current rolling baseline.", bs,
+            registry=registry)
+        self.monitor_baseline_health = Gauge(
+            "kpiguard_monitor_baseline_health_score", "Health score of the current rolling baseline.", bs,
+            registry=registry)
+        self.monitor_baseline_days = Gauge(
+            "kpiguard_monitor_baseline_days", "Days with traffic in the current rolling baseline.", bs,
+            registry=registry)
+        # What the rules compare: current / max(baseline, floor) of the newest checked day (signal: fallback,
+        # error, latency_p95, duplicate), and the configured thresholds.
+        self.monitor_deviation = Gauge(
+            "kpiguard_monitor_deviation_ratio", "Current / max(baseline, floor) of the newest checked day.",
+            ["signal", "scope"], registry=registry)
+        self.monitor_threshold = Gauge(
+            "kpiguard_monitor_threshold_ratio", "Deviation ratio at which each severity starts.", ["severity"],
+            registry=registry)
+        self.monitor_health_threshold = Gauge(
+            "kpiguard_monitor_health_threshold_score", "Health score under which health_decline fires, by severity.",
+            ["severity"], registry=registry)
+        self.monitor_alerts_active = Gauge(
+            "kpiguard_monitor_alerts_active", "Open or acknowledged drift alerts.", ["type", "severity", "status"],
+            registry=registry)
+        self.monitor_computations = Counter(
+            "kpiguard_monitor_computations",
+            "Bucket computations, by granularity, trigger (scheduler|api) and result (ok|error).",
+            ["granularity", "trigger", "result"], registry=registry)
+        self.monitor_computation_duration = Histogram(
+            "kpiguard_monitor_computation_duration_seconds", "Time to compute one bucket.", ["granularity"],
+            buckets=EVALUATION_BUCKETS, registry=registry)
+        self.monitor_last_computed = Gauge(
+            "kpiguard_monitor_last_computed_timestamp_seconds", "End of the newest computed bucket, Unix time.",
+            ["granularity"], registry=registry)
+        # --- end monitor ---

@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from kpiguard.errors import ConfigError
+from kpiguard.monitor._alerts import Thresholds
 
 TokenList = Annotated[tuple[SecretStr, ...], NoDecode]
 
@@ -56,6 +57,31 @@ class Settings(BaseSettings):
         False, description="A resolved Alertmanager THROTTLE alert re-enables the engine (KILL_SWITCH never does)."
     )
     log_level: str = Field("INFO", description="Python logging level.")
+    # --- monitor ---
+    monitor_scheduler: bool = Field(True, description="Compute closed hours and days in the background.")
+    monitor_interval_seconds: float = Field(
+        300.0, gt=0, le=86_400, description="Seconds between two runs of the monitor's scheduler."
+    )
+    monitor_catchup_hours: int = Field(
+        48, ge=1, le=24 * 366, description="How many closed hours back the scheduler looks for uncomputed traffic."
+    )
+    monitor_catchup_days: int = Field(
+        8, ge=1, le=366, description="How many closed days back the scheduler looks for uncomputed traffic."
+    )
+    monitor_baseline_days: int = Field(7, ge=1, le=366, description="Days in the rolling baseline (N before the day).")
+    monitor_threshold_low: float = Field(1.5, description="Deviation ratio (current / baseline) that is LOW.")
+    monitor_threshold_medium: float = Field(2.0, description="Deviation ratio that is MEDIUM.")
+    monitor_threshold_high: float = Field(3.0, description="Deviation ratio that is HIGH.")
+    monitor_threshold_critical: float = Field(5.0, description="Deviation ratio that is CRITICAL (the seed says 3x).")
+    monitor_health_decline_below: float = Field(50.0, description="health_decline (HIGH) under this health score.")
+    monitor_health_critical_below: float = Field(25.0, description="health_decline is CRITICAL under this score.")
+    monitor_min_fallback_rate: float = Field(0.01, description="Floor of the fallback-rate baseline (no / 0).")
+    monitor_min_error_rate: float = Field(0.01, description="Floor of the error-rate baseline.")
+    monitor_min_duplicate_rate: float = Field(0.01, description="Floor of the duplicate-rate baseline.")
+    monitor_min_latency_p95_ms: float = Field(100.0, description="Floor of the p95-latency baseline, ms.")
+    monitor_min_baseline_days: int = Field(3, description="Fewer baseline days with traffic: spikes not checked.")
+    monitor_min_events: int = Field(1, description="A day with fewer events is not checked.")
+    monitor_auto_resolve: bool = Field(False, description="Resolve an alert when its signal is back under LOW.")
 
     @classmethod
     def settings_customise_sources(
@@ -108,6 +134,20 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _check_monitor_thresholds(self) -> Settings:
+        self.monitor_thresholds  # noqa: B018 - building them checks them
+        return self
+
+    @property
+    def monitor_thresholds(self) -> Thresholds:
+        """The monitor's detection thresholds; raises ValueError naming the setting if they are inconsistent."""
+        try:
+            return Thresholds(**{field: getattr(self, setting) for field, setting in _THRESHOLD_SETTINGS.items()})
+        except ConfigError as exc:
+            field = exc.setting.rsplit(".", 1)[-1]
+            raise ValueError(f"{_THRESHOLD_SETTINGS.get(field, field)}: {exc.reason}") from None
+
     @property
     def auth_enabled(self) -> bool:
         """Whether any token is configured; without one the API is open (loopback only)."""
@@ -122,6 +162,24 @@ class Settings(BaseSettings):
     def should_auto_migrate(self) -> bool:
         """Whether ``serve`` migrates the schema by itself."""
         return self.is_sqlite if self.auto_migrate is None else self.auto_migrate
+
+
+# monitor.Thresholds field -> the setting that gives it
+_THRESHOLD_SETTINGS = {
+    "low": "monitor_threshold_low",
+    "medium": "monitor_threshold_medium",
+    "high": "monitor_threshold_high",
+    "critical": "monitor_threshold_critical",
+    "health_decline_below": "monitor_health_decline_below",
+    "health_critical_below": "monitor_health_critical_below",
+    "min_fallback_rate": "monitor_min_fallback_rate",
+    "min_error_rate": "monitor_min_error_rate",
+    "min_duplicate_rate": "monitor_min_duplicate_rate",
+    "min_latency_p95_ms": "monitor_min_latency_p95_ms",
+    "min_baseline_days": "monitor_min_baseline_days",
+    "min_events": "monitor_min_events",
+    "auto_resolve": "monitor_auto_resolve",
+}
 
 
 def _is_loopback(host: str) -> bool:

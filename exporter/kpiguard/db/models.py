@@ -5,7 +5,20 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Date, Float, Index, Integer, MetaData, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from kpiguard.db._types import BigIntPK, UTCDateTime, utcnow
@@ -201,3 +214,148 @@ class AlertDelivery(Base):
     result: Mapped[str] = mapped_column(String(32))
     generator_url: Mapped[str | None] = mapped_column(String(2048))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+# --- monitor (drift and regression monitor: telemetry, aggregates, baselines, alerts) ---
+
+TELEMETRY_NAME_LEN = 128  # monitor._schema.MAX_NAME_LENGTH: model names like "claude-sonnet-4-20250514"
+SCOPE_LEN = 160
+NOTE_LEN = 1000
+
+
+class TelemetryEvent(Base):
+    """One telemetry event; a replayed event_id is stored again with duplicate=true and never counted as traffic."""
+
+    __tablename__ = "telemetry_event"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(128))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    event_type: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str | None] = mapped_column(String(TELEMETRY_NAME_LEN))
+    backend: Mapped[str | None] = mapped_column(String(TELEMETRY_NAME_LEN))
+    agent: Mapped[str | None] = mapped_column(String(TELEMETRY_NAME_LEN))
+    duration_ms: Mapped[float | None] = mapped_column(Float)
+    success: Mapped[bool] = mapped_column(Boolean)
+    fallback_reason: Mapped[str | None] = mapped_column(String(512))
+    duplicate: Mapped[bool] = mapped_column(Boolean, default=False)
+    event_data: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    __table_args__ = (
+        # One traffic row per event_id, enforced by the store even under concurrent ingest: a second
+        # duplicate=false row for an event_id fails, and the ingest retries seeing the first.
+        Index(
+            "uq_telemetry_event_event_id_first", "event_id", unique=True,
+            sqlite_where=text("duplicate = 0"), postgresql_where=text("NOT duplicate"),
+        ),
+        # Bucket computation reads [start, end) of occurred_at.
+        Index("ix_telemetry_event_occurred_at", "occurred_at", "id"),
+    )
+
+
+class MonitoringMetrics(Base):
+    """The aggregate of one bucket (hour or day) of one scope; recomputing replaces the row."""
+
+    __tablename__ = "monitoring_metrics"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    granularity: Mapped[str] = mapped_column(String(8))  # "hour" | "day"
+    bucket_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    scope: Mapped[str] = mapped_column(String(SCOPE_LEN), default="global")
+    total_events: Mapped[int] = mapped_column(Integer)
+    successful_events: Mapped[int] = mapped_column(Integer)
+    failed_events: Mapped[int] = mapped_column(Integer)
+    fallback_events: Mapped[int] = mapped_column(Integer)
+    duplicate_events: Mapped[int] = mapped_column(Integer)
+    fallback_rate: Mapped[float | None] = mapped_column(Float)
+    error_rate: Mapped[float | None] = mapped_column(Float)
+    duplicate_rate: Mapped[float | None] = mapped_column(Float)
+    success_rate: Mapped[float | None] = mapped_column(Float)
+    latency_count: Mapped[int] = mapped_column(Integer)
+    latency_p50: Mapped[float | None] = mapped_column(Float)
+    latency_p75: Mapped[float | None] = mapped_column(Float)
+    latency_p90: Mapped[float | None] = mapped_column(Float)
+    latency_p95: Mapped[float | None] = mapped_column(Float)
+    latency_p99: Mapped[float | None] = mapped_column(Float)
+    latency_avg: Mapped[float | None] = mapped_column(Float)
+    latency_min: Mapped[float | None] = mapped_column(Float)
+    latency_max: Mapped[float | None] = mapped_column(Float)
+    model_distribution: Mapped[dict[str, int]] = mapped_column(JSON)
+    backend_distribution: Mapped[dict[str, int]] = mapped_column(JSON)
+    agent_distribution: Mapped[dict[str, int]] = mapped_column(JSON)
+    top_fallback_reasons: Mapped[list[list[Any]]] = mapped_column(JSON)  # [[reason, count], ...]
+    health_score: Mapped[float | None] = mapped_column(Float)
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("granularity", "bucket_start", "scope"),
+        CheckConstraint("granularity IN ('hour', 'day')", name="granularity"),
+    )
+
+
+class MonitoringBaseline(Base):
+    """A named rolling baseline of the days start_day..end_day (inclusive), computed to check end_day + 1."""
+
+    __tablename__ = "monitoring_baseline"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN))
+    scope: Mapped[str] = mapped_column(String(SCOPE_LEN), default="global")
+    window_days: Mapped[int] = mapped_column(Integer)
+    start_day: Mapped[date] = mapped_column(Date)
+    end_day: Mapped[date] = mapped_column(Date)
+    days_used: Mapped[int] = mapped_column(Integer)
+    total_events: Mapped[int] = mapped_column(Integer)
+    duplicate_events: Mapped[int] = mapped_column(Integer)
+    fallback_rate: Mapped[float | None] = mapped_column(Float)
+    error_rate: Mapped[float | None] = mapped_column(Float)
+    duplicate_rate: Mapped[float | None] = mapped_column(Float)
+    success_rate: Mapped[float | None] = mapped_column(Float)
+    latency_p95: Mapped[float | None] = mapped_column(Float)
+    latency_avg: Mapped[float | None] = mapped_column(Float)
+    health_score: Mapped[float | None] = mapped_column(Float)
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    # Recomputing the same baseline for the same day replaces it; the newest end_day is "current".
+    __table_args__ = (UniqueConstraint("name", "scope", "end_day"),)
+
+
+class MonitoringAlert(Base):
+    """A drift alert; at most one open or acknowledged per (alert_type, scope), re-checks update it."""
+
+    __tablename__ = "monitoring_alerts"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    alert_type: Mapped[str] = mapped_column(String(32))
+    scope: Mapped[str] = mapped_column(String(SCOPE_LEN), default="global")
+    severity: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    current_value: Mapped[float] = mapped_column(Float)
+    baseline_value: Mapped[float | None] = mapped_column(Float)
+    ratio: Mapped[float | None] = mapped_column(Float)
+    message: Mapped[str] = mapped_column(String(NOTE_LEN))
+    baseline_name: Mapped[str | None] = mapped_column(String(NAME_LEN))
+    granularity: Mapped[str] = mapped_column(String(8))
+    bucket_start: Mapped[datetime] = mapped_column(UTCDateTime)  # the bucket last checked
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(ACTOR_LEN))
+    acknowledge_note: Mapped[str | None] = mapped_column(String(NOTE_LEN))
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resolved_by: Mapped[str | None] = mapped_column(String(ACTOR_LEN))  # monitor.AUTO_RESOLVER when automatic
+    resolve_note: Mapped[str | None] = mapped_column(String(NOTE_LEN))
+
+    __table_args__ = (
+        Index(
+            "uq_monitoring_alerts_active", "alert_type", "scope", unique=True,
+            sqlite_where=text("status IN ('open', 'acknowledged')"),
+            postgresql_where=text("status IN ('open', 'acknowledged')"),
+        ),
+        Index("ix_monitoring_alerts_status_severity", "status", "severity", "id"),
+        CheckConstraint(
+            "alert_type IN ('fallback_spike', 'error_spike', 'latency_spike', 'duplicate_spike', 'health_decline')",
+            name="alert_type",
+        ),
+        CheckConstraint("severity IN ('low', 'medium', 'high', 'critical')", name="severity"),
+        CheckConstraint("status IN ('open', 'acknowledged', 'resolved')", name="status"),
+    )
