@@ -28,6 +28,7 @@ import multiprocessing
 import os
 import platform
 import random
+import resource
 import shlex
 import statistics
 import sys
@@ -717,6 +718,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     scale = QUICK if args.quick else FULL
     check = args.check or args.quick
     tasks = build_tasks(scale, check)
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
+    cpu_before = _cpu_seconds()
     started = time.perf_counter()
     work = [(t, args.seed) for t in tasks]
     if args.jobs > 1 and len(tasks) > 1:
@@ -750,6 +753,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "python": platform.python_version(),
         "processes": str(args.jobs),
         "events simulated": f"{total_events:,} in {simulated:.1f} s; exact enumeration {elapsed - simulated:.1f} s",
+        "CPU time, all processes": f"{_cpu_seconds() - cpu_before:.0f} s (load average {load_before:.1f} at the start: "
+        "other work shares the machine when it is above the CPU count)",
         "evaluate() cost, µs per call (windows 50/200, incl. the Evaluation)": ", ".join(
             f"{k}: {v:.1f}" for k, v in cost.items()
         ),
@@ -759,6 +764,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.write_text(text, encoding="utf-8")
     print(f"wrote {args.out} ({total_events:,} events simulated in {simulated:.1f} s, total {elapsed:.1f} s)")
     return 0
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its finished children (the pool)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _rationale() -> str:
