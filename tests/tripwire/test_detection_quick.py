@@ -53,7 +53,9 @@ def test_quick_run_is_deterministic(tmp_path: Path) -> None:
             [
                 line
                 for line in out.read_text(encoding="utf-8").splitlines()
-                if not line.startswith(("| date", "| events simulated", "| evaluate() cost", "| command"))
+                if not line.startswith(
+                    ("| date", "| events simulated", "| evaluate() cost", "| command", "| CPU time")
+                )
             ]
         )
     assert texts[0] == texts[1]

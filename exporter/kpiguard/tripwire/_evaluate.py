@@ -58,7 +58,7 @@ def evaluate(policy: Policy, recent: WindowStats, baseline: WindowStats) -> Eval
     base = baseline.total / n_b if n_b else None
     drop = drop_fraction(base, current)
     minimum = policy.min_events_to_enforce
-    enforceable = n_r >= minimum and n_b >= minimum
+    enforceable = n_r >= max(minimum, 1) and n_b >= max(minimum, 1)
     evidence: dict[str, float | None] | None = None
 
     def result(triggered: bool, note: str) -> Evaluation:
