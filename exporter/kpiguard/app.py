@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from kpiguard import api
 from kpiguard.db import migrate
 from kpiguard.db.engine import create_engine, session_factory
+from kpiguard.governance._refresh import governance_refresh
 from kpiguard.ingest import EventWriter, StoredEvent
 from kpiguard.keys import ENGINE, EVALUATOR, METRICS, RECEIVER, SESSIONS, SETTINGS, WRITER
 from kpiguard.metrics import Metrics
@@ -34,6 +35,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     app[METRICS] = Metrics(registry if registry is not None else CollectorRegistry(), settings.max_label_pairs)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_tripwire)
+    app.cleanup_ctx.append(governance_refresh)
     api.setup_routes(app)
     return app
 

@@ -177,3 +177,11 @@ class Metrics:
         self.risk_checks = Counter(
             "kpiguard_risk_checks", "Risk checks answered.", ["engine", "outcome", "reason"], registry=registry,
         )
+
+        # --- governance ---
+        # The current ISO week's figures from the audit trail, refreshed off the ingest path
+        # (kpiguard.governance._refresh); a collector, so undefined figures are absent rather than 0.
+        from kpiguard.governance import WeeklyCollector
+
+        self.governance = WeeklyCollector()
+        registry.register(self.governance)

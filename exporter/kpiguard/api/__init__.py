@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from kpiguard.api import governance, health, kpi, webhook
+from kpiguard.api import controlplane, governance, health, kpi, webhook
 
 
 def setup_routes(app: web.Application) -> None:
@@ -11,6 +11,7 @@ def setup_routes(app: web.Application) -> None:
     app.add_routes(kpi.routes)
     app.add_routes(governance.routes)
     app.add_routes(webhook.routes)
+    app.add_routes(controlplane.routes)
 
 
 __all__ = ["setup_routes"]
