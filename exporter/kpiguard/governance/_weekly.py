@@ -3,8 +3,9 @@
 Definitions (the README repeats them):
 
 - A **trigger** is an ``enforcement`` entry whose action is THROTTLE or KILL_SWITCH, written by the
-  evaluator or by Alertmanager, for one policy (``domain.metric``). A kill switch engaged by hand
-  (source ``api``) is not a tripwire trigger. A trigger of a policy whose previous trigger is still
+  tripwire's evaluation (on its own, after ingest, or on ``POST /evaluate``: source ``evaluator`` or
+  ``api``, always naming the policy's domain and metric) or by Alertmanager. A kill switch engaged by
+  hand (``POST /go-live/kill-switch``: no domain) is not a tripwire trigger. A trigger of a policy whose previous trigger is still
   unresolved (neither remediated nor reviewed) is a **repeat** of the same episode (Alertmanager
   re-firing, a second replica) and is counted apart, not as a new trigger.
 - A trigger is **remediated** when what it stopped runs again: for THROTTLE the first
@@ -187,7 +188,7 @@ def triggers_from(records: Iterable[AuditRecord]) -> tuple[Trigger, ...]:
     found: list[dict[str, Any]] = []
     latest: dict[str, dict[str, Any]] = {}
     for r in sorted(records, key=lambda r: (r.created_at, r.id)):
-        if r.kind == "enforcement" and r.action in TRIGGER_ACTIONS and r.source in TRIGGER_SOURCES:
+        if r.kind == "enforcement" and r.action in TRIGGER_ACTIONS and (r.source in TRIGGER_SOURCES or r.domain):
             key = _policy_key(r.domain, r.metric, r.action)
             prev = latest.get(key)
             if prev is not None and prev["remediated_at"] is None and prev["reviewed_at"] is None:
