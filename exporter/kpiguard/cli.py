@@ -1,4 +1,4 @@
-"""The ``kpiguard`` command: serve, db upgrade, version."""
+"""The ``kpiguard`` command: serve, db upgrade, version, report, demo."""
 
 from __future__ import annotations
 
@@ -31,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--config", type=Path)
 
     sub.add_parser("version", help="print the version")
+    from kpiguard.client import add_commands
+
+    add_commands(sub)  # report, demo: they set ``run``
     return parser
 
 
@@ -82,6 +85,14 @@ def _db_upgrade(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
+    if getattr(args, "run", None) is not None:
+        from kpiguard.client import ApiError
+
+        try:
+            return int(args.run(args))
+        except ApiError as exc:
+            print(f"kpiguard {args.command}: {exc}", file=sys.stderr)
+            return 1
     try:
         if args.command == "serve":
             return _serve(args)
