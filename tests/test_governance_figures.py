@@ -311,3 +311,37 @@ def test_render_report_has_the_four_checks():
                    "tripwire triggers: 3 (THROTTLE : KILL_SWITCH = 2:1)", "MTTR: 2 h 30 min",
                    "false positives: 1 of 3 (33%)", "raise max_drop_fraction"):
         assert needle in text, needle
+
+
+class _Stream:
+    def __init__(self, tty: bool) -> None:
+        self.text = ""
+        self._tty = tty
+
+    def isatty(self) -> bool:
+        return self._tty
+
+    def write(self, s: str) -> None:
+        self.text += s
+
+    def flush(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("tty", "expected"), [
+    (False, "[###############---------------]  50% b\n[##############################] 100% c\n"),
+    (True, "\r\x1b[K[######################--------]  75% a\r\x1b[K[###############---------------]  50% b"
+           "\r\x1b[K[##############################] 100% c\n"),
+])
+def test_progress_bar(tty, expected):
+    """The demo's bar redraws in place on a terminal and prints whole lines only at step ends otherwise."""
+    from kpiguard.client._progress import Progress
+
+    stream = _Stream(tty)
+    p = Progress(4, stream)
+    p.advance(3, "a")
+    p.done = 1
+    p.advance(1, "b", line=True)
+    p.advance(5, "c", line=True)
+    p.finish()
+    assert stream.text == expected

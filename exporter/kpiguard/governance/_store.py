@@ -21,16 +21,16 @@ LOOKBACK = timedelta(days=28)
 FIGURE_KINDS = ("enforcement", "release")
 
 
-def _record(row: AuditEvent) -> AuditRecord:
-    return AuditRecord(row.id, row.created_at, row.kind, row.action, row.source, row.domain, row.metric, row.engine,
-                       row.detail)
+_COLUMNS = (AuditEvent.id, AuditEvent.created_at, AuditEvent.kind, AuditEvent.action, AuditEvent.source,
+            AuditEvent.domain, AuditEvent.metric, AuditEvent.engine, AuditEvent.detail)
 
 
 async def audit_records(session: AsyncSession, since: datetime) -> list[AuditRecord]:
     """Enforcement and release entries written at or after ``since``, in time order."""
-    stmt = (select(AuditEvent).where(AuditEvent.kind.in_(FIGURE_KINDS), AuditEvent.created_at >= since)
+    # plain columns, not ORM objects: a few times faster on a long trail
+    stmt = (select(*_COLUMNS).where(AuditEvent.kind.in_(FIGURE_KINDS), AuditEvent.created_at >= since)
             .order_by(AuditEvent.created_at, AuditEvent.id))
-    return [_record(r) for r in (await session.execute(stmt)).scalars()]
+    return [AuditRecord(*row) for row in (await session.execute(stmt)).all()]
 
 
 async def read_weekly(session: AsyncSession, week: IsoWeek) -> WeeklyFigures:

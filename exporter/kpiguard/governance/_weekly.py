@@ -187,6 +187,9 @@ def triggers_from(records: Iterable[AuditRecord]) -> tuple[Trigger, ...]:
     """Every trigger in the records (read in time order) with its remediation, review and repeats."""
     found: list[dict[str, Any]] = []
     latest: dict[str, dict[str, Any]] = {}
+    # the triggers a release can still remediate: THROTTLEs by engine, and KILL_SWITCHes (one switch)
+    throttled: dict[str | None, list[dict[str, Any]]] = {}
+    killed: list[dict[str, Any]] = []
     for r in sorted(records, key=lambda r: (r.created_at, r.id)):
         if r.kind == "enforcement" and r.action in TRIGGER_ACTIONS and (r.source in TRIGGER_SOURCES or r.domain):
             key = _policy_key(r.domain, r.metric, r.action)
@@ -200,26 +203,24 @@ def triggers_from(records: Iterable[AuditRecord]) -> tuple[Trigger, ...]:
                  "reviewed_at": None, "false_positive": False, "repeats": 0}
             found.append(t)
             latest[key] = t
+            if r.action == THROTTLE:
+                throttled.setdefault(t["engine"], []).append(t)
+            else:
+                killed.append(t)
         elif r.kind == "release":
-            _apply_release(r, found, latest)
+            remediated: list[dict[str, Any]] = []
+            if r.action == RELEASE_THROTTLE:
+                remediated = throttled.pop(r.engine or r.domain, [])
+            elif r.action == RELEASE_KILL_SWITCH:
+                remediated, killed = killed, []
+            for t in remediated:
+                t["remediated_at"] = r.created_at
+            if r.action in (RELEASE_THROTTLE, REARM) and r.domain and r.metric:
+                t = latest.get(f"{r.domain}.{r.metric}")
+                if t is not None and t["reviewed_at"] is None:
+                    t["reviewed_at"] = r.created_at
+                    t["false_positive"] = bool((r.detail or {}).get("false_positive", False))
     return tuple(Trigger(**t) for t in found)
-
-
-def _apply_release(r: AuditRecord, found: list[dict[str, Any]], latest: dict[str, dict[str, Any]]) -> None:
-    if r.action == RELEASE_THROTTLE:
-        engine = r.engine or r.domain
-        for t in found:
-            if t["action"] == THROTTLE and t["engine"] == engine and t["remediated_at"] is None:
-                t["remediated_at"] = r.created_at
-    elif r.action == RELEASE_KILL_SWITCH:
-        for t in found:
-            if t["action"] == KILL_SWITCH and t["remediated_at"] is None:
-                t["remediated_at"] = r.created_at
-    if r.action in (RELEASE_THROTTLE, REARM) and r.domain and r.metric:
-        t = latest.get(f"{r.domain}.{r.metric}")
-        if t is not None and t["reviewed_at"] is None:
-            t["reviewed_at"] = r.created_at
-            t["false_positive"] = bool((r.detail or {}).get("false_positive", False))
 
 
 def figures_of(triggers: Sequence[Trigger]) -> Figures:
