@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from kpiguard import api
 from kpiguard.db import migrate
 from kpiguard.db.engine import create_engine, session_factory
+from kpiguard.governance._refresh import governance_refresh
 from kpiguard.ingest import EventWriter, StoredEvent
 from kpiguard.keys import ENGINE, EVALUATOR, METRICS, RECEIVER, SESSIONS, SETTINGS, WRITER
 from kpiguard.metrics import Metrics
@@ -36,6 +37,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_tripwire)
     app.cleanup_ctx.append(monitor_context)  # after _database: it needs the sessions
+    app.cleanup_ctx.append(governance_refresh)
     api.setup_routes(app)
     return app
 

@@ -1,4 +1,4 @@
-"""The ``kpiguard`` command: serve, db upgrade, policies apply/export, rules generate, dashboards generate, version."""
+"""The ``kpiguard`` command: serve, db upgrade, policies, rules, dashboards, report, demo, version."""
 
 from __future__ import annotations
 
@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     dgen.add_argument("--check", action="store_true", help="only compare; exit 1 if a file is out of date")
 
     sub.add_parser("version", help="print the version")
+    from kpiguard.client import add_commands
+
+    add_commands(sub)  # report, demo: they set ``run``
     return parser
 
 
@@ -142,6 +145,14 @@ def _rules(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
+    if getattr(args, "run", None) is not None:
+        from kpiguard.client import ApiError
+
+        try:
+            return int(args.run(args))
+        except ApiError as exc:
+            print(f"kpiguard {args.command}: {exc}", file=sys.stderr)
+            return 1
     try:
         if args.command == "serve":
             return _serve(args)

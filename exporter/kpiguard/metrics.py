@@ -269,3 +269,10 @@ class Metrics:
             "kpiguard_monitor_last_computed_timestamp_seconds", "End of the newest computed bucket, Unix time.",
             ["granularity"], registry=registry)
         # --- end monitor ---
+        # --- governance ---
+        # The current ISO week's figures from the audit trail, refreshed off the ingest path
+        # (kpiguard.governance._refresh); a collector, so undefined figures are absent rather than 0.
+        from kpiguard.governance import WeeklyCollector
+
+        self.governance = WeeklyCollector()
+        registry.register(self.governance)

@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from kpiguard.api import governance, health, kpi, monitor, webhook
+from kpiguard.api import controlplane, governance, health, kpi, monitor, webhook
 
 
 def setup_routes(app: web.Application) -> None:
@@ -12,6 +12,7 @@ def setup_routes(app: web.Application) -> None:
     app.add_routes(governance.routes)
     app.add_routes(webhook.routes)
     app.add_routes(monitor.routes)
+    app.add_routes(controlplane.routes)
 
 
 __all__ = ["setup_routes"]
