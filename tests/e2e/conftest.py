@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from _stack import Processes, Stack
+from e2e._stack import Processes, Stack
 
 FIGURES: dict[str, Any] = {}
 

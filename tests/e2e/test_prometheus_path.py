@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from _proc import REPO
-from _stack import Stack, http, wait_for
+from e2e._stack import Stack, http, wait_for
 
 pytestmark = pytest.mark.e2e
 
