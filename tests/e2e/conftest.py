@@ -17,11 +17,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """kpiguard (native enforcement off), Prometheus, Alertmanager and a trivial webhook, ready; stopped after."""
     processes = Processes(tmp_path_factory.mktemp("e2e"))
     try:
+        failure = None
         try:
             running = processes.start()
         except (RuntimeError, TimeoutError) as exc:
+            failure = f"the e2e stack did not start: {exc}"
+        if failure is not None:
             # Fail, never skip: tests/run.sh installs the binaries, and a missing one is a broken setup.
-            pytest.fail(f"the e2e stack did not start: {exc}", pytrace=False)
+            pytest.fail(failure, pytrace=False)
         FIGURES["fixture_startup_seconds"] = round(running.startup_seconds, 3)
         print(f"\ne2e stack ready in {running.startup_seconds:.2f} s (logs in {processes.workdir})")
         running.figures = FIGURES

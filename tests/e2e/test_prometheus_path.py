@@ -11,6 +11,7 @@ import json
 import random
 import statistics
 import time
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,8 +81,9 @@ def alert_active(stack: Stack, domain: str, metric: str) -> bool:
     """Whether Prometheus or Alertmanager still holds the policy's count-window alert as active."""
     if stack.prometheus_alerts(alertname=ALERT, domain=domain, metric=metric):
         return True
-    _, alerts = http("GET", f'{stack.alertmanager}/api/v2/alerts?filter=alertname="{ALERT}"&filter=domain="{domain}"'
-                            f'&filter=metric="{metric}"')
+    query = urllib.parse.urlencode([("filter", f'{k}="{v}"') for k, v in
+                                    (("alertname", ALERT), ("domain", domain), ("metric", metric))])
+    _, alerts = http("GET", f"{stack.alertmanager}/api/v2/alerts?{query}")
     return bool(alerts)
 
 
