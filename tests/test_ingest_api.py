@@ -143,6 +143,7 @@ async def test_event_id_makes_single_retry_count_once(client):
     assert first.status == 201 and again.status == 200
     a, b = await first.json(), await again.json()
     assert b["id"] == a["id"] and b["duplicate"] is True
+    assert sample(await metric_samples(client), "kpiguard_ingest_duplicates_total", kind="kpi_event") == 1
     assert await count_rows(client, KpiEvent) == 1
     samples = await metric_samples(client)
     assert sample(samples, "kpiguard_kpi_events_total", domain="WHOLESALE", metric="contract_rate",
@@ -200,6 +201,7 @@ async def test_idempotency_key_retry_is_stored_once(client):
     assert (await again.json())["stored"] == 30
     assert await count_rows(client, KpiEvent) == 30
     assert await count_rows(client, IngestRequest) == 1
+    assert sample(await metric_samples(client), "kpiguard_ingest_duplicates_total", kind="idempotency_key") == 1
 
 
 async def test_event_ids_in_batches_count_once(client):
@@ -210,6 +212,7 @@ async def test_event_ids_in_batches_count_once(client):
     assert (await r1.json()) == {"stored": 10, "duplicates": 0}
     assert (await r2.json()) == {"stored": 1, "duplicates": 6}
     assert await count_rows(client, KpiEvent) == 11
+    assert sample(await metric_samples(client), "kpiguard_ingest_duplicates_total", kind="kpi_event") == 6
 
 
 async def test_batch_uses_bulk_statements_not_one_per_event(client, database):

@@ -28,6 +28,8 @@ async def record_kpi(request: web.Request) -> web.Response:
     event = validate(KpiEventIn, data)
     stored = await request.app[WRITER].add_one(event)
     request.app[METRICS].ingest_batch_size.labels("kpi").observe(1)
+    if stored.duplicate:
+        request.app[METRICS].ingest_duplicates.labels("kpi_event").inc()
     return json_response(stored.to_json(), status=200 if stored.duplicate else 201)
 
 
@@ -50,7 +52,12 @@ async def record_kpi_batch(request: web.Request) -> web.Response:
             f"Content-Type {ctype or '(none)'} is not accepted here", field="Content-Type", choices=[JSON, NDJSON]
         )
     result = await request.app[WRITER].add_batch(events, key)
-    request.app[METRICS].ingest_batch_size.labels("kpi-events").observe(len(events))
+    metrics = request.app[METRICS]
+    metrics.ingest_batch_size.labels("kpi-events").observe(len(events))
+    if result.duplicates:
+        metrics.ingest_duplicates.labels("kpi_event").inc(result.duplicates)
+    if result.replayed:
+        metrics.ingest_duplicates.labels("idempotency_key").inc()
     body_out: dict[str, Any] = {"stored": result.stored, "duplicates": result.duplicates}
     if result.replayed:
         body_out["replayed"] = True
