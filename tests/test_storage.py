@@ -67,3 +67,14 @@ async def test_metrics_exposition_names(client):
     assert 'kpiguard_build_info{python=' in text
     assert 'kpiguard_http_requests_total{code="200",method="GET",route="/healthz"} 1.0' in text
     assert "kpiguard_http_request_duration_seconds_bucket" in text
+
+
+async def test_seed_policies_carry_the_code_default_guard(client):
+    """The seed policies the migration inserts use the same guard parameters as a new policy in code."""
+    from kpiguard.tripwire import Policy
+
+    default = Policy("X", "x")
+    body = await (await client.get("/api/governance/regression/policies")).json()
+    assert {(p["guard"], p["guard_confidence"], p["guard_alpha"]) for p in body} == {
+        (default.guard.value, default.guard_confidence, default.guard_alpha)
+    }

@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--policies", type=Path, default=Path("rules/policies.yaml"), help="policies YAML file")
     gen.add_argument("--out", type=Path, default=Path("rules"), help="output folder")
     gen.add_argument("--check", action="store_true", help="fail if the files on disk differ, write nothing")
+    gen.add_argument("--config", type=Path, help="settings file (the drift rules use the monitor thresholds)")
 
     dashboards = sub.add_parser("dashboards", help="Grafana dashboards")
     dashboards_sub = dashboards.add_subparsers(dest="dashboards_command", required=True)
@@ -139,7 +140,9 @@ def _policies(args: argparse.Namespace) -> int:
 def _rules(args: argparse.Namespace) -> int:
     from kpiguard.rulegen import generate_command
 
-    return generate_command(args.policies, args.out, args.check)
+    # the drift rules carry the monitor's thresholds, which are settings
+    settings = load_settings(args.config)
+    return generate_command(args.policies, args.out, args.check, monitor=settings.monitor_thresholds)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -170,6 +170,11 @@ class Metrics:
         self.enforcement_actions = Counter(
             "kpiguard_enforcement_actions", "Enforcement actions executed.", ["action", "source"], registry=registry,
         )
+        # Created at 0 so that increase() and changes() see the very first action (a series born with its
+        # first sample at 1 shows no increase).
+        for action in ("THROTTLE", "KILL_SWITCH"):
+            for source in ("api", "evaluator", "alertmanager", "cli"):
+                self.enforcement_actions.labels(action, source)
         self.webhook_alerts = Counter(
             "kpiguard_webhook_alerts", "Alertmanager alerts received, by status and what was done.",
             ["status", "result"], registry=registry,

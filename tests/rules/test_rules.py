@@ -151,9 +151,10 @@ def test_annotations_have_numbers_and_links() -> None:
 
 
 def test_generated_files_carry_the_header_and_parse() -> None:
-    """The rule file and one test file per enabled policy, each a YAML document under the header."""
+    """The rule file, one test file per enabled policy and the drift monitor's pair, each YAML under the header."""
     files = generate_files([WHOLESALE, dataclasses.replace(CAPITAL, enabled=False)])
-    assert set(files) == {RULES_FILE, "tests/WHOLESALE_contract_rate.test.yml"}
+    assert set(files) == {RULES_FILE, "tests/WHOLESALE_contract_rate.test.yml",
+                          "kpiguard-monitor.rules.yml", "tests/kpiguard-monitor_test.yml"}
     for content in files.values():
         assert content.startswith(GENERATED_HEADER + "\n")
         assert yaml.safe_load(content)

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from kpiguard.errors import SpecError
+from kpiguard.monitor import Thresholds, monitor_rule_files
 from kpiguard.rulegen._options import RuleOptions
 from kpiguard.rulegen._promtool import test_document, test_file_name
 from kpiguard.rulegen._rules import COUNT_WINDOW_ALERT, TIME_WINDOW_ALERT, rule_groups
@@ -18,8 +19,12 @@ RULES_FILE = "kpiguard.rules.yml"
 _REGENERATE = "Regenerate with: kpiguard rules generate --policies rules/policies.yaml --out rules/"
 
 
-def generate_files(policies: Iterable[Policy], options: RuleOptions = RuleOptions()) -> dict[str, str]:
-    """Every generated file, relative path → content: the rule file and one promtool test file per enabled policy."""
+def generate_files(
+    policies: Iterable[Policy], options: RuleOptions = RuleOptions(), monitor: Thresholds | None = None,
+) -> dict[str, str]:
+    """Every generated file, relative path → content: the tripwire's rule file, one promtool test file per
+    enabled policy, and the drift monitor's rules and tests for ``monitor`` thresholds (default: the defaults)."""
+    drift = monitor_rule_files(monitor if monitor is not None else Thresholds())
     ordered = sorted(policies, key=lambda p: p.key)
     files = {
         RULES_FILE: to_yaml(
@@ -47,6 +52,8 @@ def generate_files(policies: Iterable[Policy], options: RuleOptions = RuleOption
                     "expects. Run: promtool test rules rules/tests/*.test.yml",
                 ),
             )
+    # monitor_rule_files names paths from the repository root; here they are relative to the rules folder
+    files.update({path.removeprefix("rules/"): text for path, text in drift.items()})
     return files
 
 
@@ -94,6 +101,7 @@ def write_files(out_dir: Path, files: Mapping[str, str]) -> list[str]:
 
 def generate_command(
     policies_file: Path, out_dir: Path, check: bool, options: RuleOptions = RuleOptions(),
+    monitor: Thresholds | None = None,
 ) -> int:
     """``kpiguard rules generate``: write the rules for a policies file, or with ``check`` only compare; exit code."""
     try:
@@ -101,7 +109,7 @@ def generate_command(
     except SpecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    files = generate_files(policies, options)
+    files = generate_files(policies, options, monitor)
     if check:
         stale = diff_files(out_dir, files)
         for relative in stale:

@@ -135,7 +135,7 @@ def upgrade() -> None:
     op.bulk_insert(policy, [
         {"domain": d, "metric": m, "window_events": 50, "baseline_events": 200, "min_events_to_enforce": 50,
          "max_drop_fraction": x, "action": a, "aggregation": agg, "enabled": False, "dry_run": False,
-         "guard": "evidence", "guard_confidence": 0.95, "guard_alpha": 1e-4,
+         "guard": "evidence", "guard_confidence": 0.95, "guard_alpha": 3e-6,
          "changed_by": "migration", "reason": "seed policy", "updated_at": now}
         for d, m, x, a, agg in SEED_POLICIES
     ])
