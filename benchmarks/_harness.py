@@ -136,7 +136,9 @@ def start(name: str, argv: Sequence[str], workdir: Path, health: str, env: dict[
 def kpiguard_env(**settings: str) -> dict[str, str]:
     """The environment of a kpiguard process: this checkout's code, only the given settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KPIGUARD_")}
-    env["PYTHONPATH"] = str(REPO / "exporter") + os.pathsep + env.get("PYTHONPATH", "")
+    # BENCH_EXPORTER: serve another checkout's exporter/ (a before/after comparison of a change)
+    code = os.environ.get("BENCH_EXPORTER", str(REPO / "exporter"))
+    env["PYTHONPATH"] = code + os.pathsep + env.get("PYTHONPATH", "")
     env.update({f"KPIGUARD_{k.upper()}": v for k, v in settings.items()})
     return env
 
