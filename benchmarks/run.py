@@ -570,9 +570,15 @@ def prometheus_path(rep: Report) -> None:
         rep.add(Row("prometheus", name, "not measured in this run", "measured by tests/e2e", "—", "≤ 1.2×", None,
                     f"tests/e2e writes {PROMETHEUS_PATH_JSON.relative_to(h.REPO)}; absent"))
         return
-    data = json.loads(PROMETHEUS_PATH_JSON.read_text())
-    prom = float(data["prometheus_seconds"])
-    trivial = float(data["trivial_seconds"])
+    try:
+        data = json.loads(PROMETHEUS_PATH_JSON.read_text())
+        prom = float(data["prometheus_seconds"])
+        trivial = float(data["trivial_seconds"])
+    except (ValueError, KeyError, TypeError) as exc:
+        rep.add(Row("prometheus", name, "not measured in this run", "measured by tests/e2e", "—", "≤ 1.2×", None,
+                    f"{PROMETHEUS_PATH_JSON.relative_to(h.REPO)} unreadable ({type(exc).__name__}: {exc}); expected "
+                    '{"prometheus_seconds": s, "trivial_seconds": s, "trials": n, "measured_at": iso}'))
+        return
     ratio = prom / trivial
     rep.add(Row("prometheus", name, fmt(prom, "s"), f"trivial loop {fmt(trivial, 's')}", f"{ratio:.2f}×", "≤ 1.2×",
                 ratio <= 1.2, f"measured by tests/e2e ({data.get('measured_at', 'time unknown')}, "
