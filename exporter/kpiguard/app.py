@@ -87,24 +87,37 @@ def _count_events(metrics: Metrics) -> Callable[[Sequence[StoredEvent]], None]:
     """A commit listener that exports the stored events as counters and value observations."""
 
     def listener(events: Sequence[StoredEvent]) -> None:
-        tally: Tally[tuple[str, str, str]] = Tally()
+        # Grouped by pair first: a batch of 1,000 events then costs one labels() lookup per pair and
+        # series, not three per event (the lookups dominated batch ingest in the profile).
+        tally: Tally[tuple[str, str, bool]] = Tally()
+        values: dict[tuple[str, str], list[float]] = {}
         for ev in events:
-            tally[(ev.domain, ev.metric, "success" if ev.success else "failure")] += 1
+            tally[(ev.domain, ev.metric, ev.success)] += 1
+            if ev.value is not None:
+                values.setdefault((ev.domain, ev.metric), []).append(ev.value)
         admitted: dict[tuple[str, str], bool] = {}
-        for (domain, metric, outcome), n in tally.items():
+        for (domain, metric, success), n in tally.items():
             ok = admitted.get((domain, metric))
             if ok is None:
                 ok = admitted[(domain, metric)] = metrics.labels.admit(domain, metric, 0)
             if ok:
-                metrics.kpi_events.labels(domain, metric, outcome).inc(n)
+                metrics.kpi_events.labels(domain, metric, "success" if success else "failure").inc(n)
             else:
                 metrics.series_dropped.inc(n)
-        for ev in events:
-            if ev.value is not None and admitted.get((ev.domain, ev.metric)):
-                metrics.kpi_value.labels(ev.domain, ev.metric).observe(ev.value)
-                # inc(0) on the other side: both series exist from the first value, so the mean rule
-                # (positive - negative) / count never loses a side to an absent series.
-                metrics.kpi_value_positive.labels(ev.domain, ev.metric).inc(max(ev.value, 0.0))
-                metrics.kpi_value_negative.labels(ev.domain, ev.metric).inc(max(-ev.value, 0.0))
+        for pair, vals in values.items():
+            if not admitted.get(pair):
+                continue
+            observe = metrics.kpi_value.labels(*pair).observe
+            positive = negative = 0.0
+            for v in vals:
+                observe(v)
+                if v >= 0:
+                    positive += v
+                else:
+                    negative -= v
+            # inc both, even by 0: both series exist from the first value, so the mean rule
+            # (positive - negative) / count never loses a side to an absent series.
+            metrics.kpi_value_positive.labels(*pair).inc(positive)
+            metrics.kpi_value_negative.labels(*pair).inc(negative)
 
     return listener

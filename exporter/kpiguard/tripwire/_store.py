@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kpiguard import audit, enforcement
@@ -17,6 +17,7 @@ from kpiguard.db.models import KpiEvent, RegressionPolicy, RegressionState
 from kpiguard.errors import NotFound, ValidationFailed
 from kpiguard.tripwire._policy import Action, Aggregation, Guard, Policy
 from kpiguard.tripwire._validate import policy_problems
+from kpiguard.tripwire._window import EMPTY, WindowStats
 
 POLICY_FIELDS = tuple(f.name for f in dataclasses.fields(Policy))
 _SETTABLE = tuple(f for f in POLICY_FIELDS if f not in ("domain", "metric"))
@@ -211,6 +212,53 @@ async def newest_events(session: AsyncSession, policy: Policy) -> Sequence[Any]:
     if policy.aggregation is Aggregation.MEAN_VALUE:
         stmt = stmt.where(KpiEvent.value.is_not(None))
     return (await session.execute(stmt)).all()
+
+
+# Every policy's two windows in one round trip: each policy's newest events come from the (domain,
+# metric, created_at, id) index in order (LIMIT window + baseline), and only the sufficient
+# statistics travel back, two rows per policy instead of window + baseline rows.
+_WINDOWS_SQL = text("""
+SELECT p.k, e.rn <= p.w AS recent, count(*) AS n, sum(e.v) AS total, sum(e.v * e.v) AS total_sq
+FROM unnest(CAST(:domains AS text[]), CAST(:metrics AS text[]), CAST(:windows AS int[]), CAST(:limits AS int[]),
+            CAST(:means AS bool[])) WITH ORDINALITY AS p(domain, metric, w, lim, mean_only, k)
+CROSS JOIN LATERAL (
+    SELECT row_number() OVER (ORDER BY newest.created_at DESC, newest.id DESC) AS rn,
+           CASE WHEN p.mean_only THEN newest.value WHEN newest.success THEN 1.0::float8 ELSE 0.0::float8 END AS v
+    FROM (
+        SELECT k.created_at, k.id, k.success, k.value FROM kpi_event AS k
+        WHERE k.domain = p.domain AND k.metric = p.metric AND (NOT p.mean_only OR k.value IS NOT NULL)
+        ORDER BY k.created_at DESC, k.id DESC LIMIT p.lim
+    ) AS newest
+) AS e
+GROUP BY p.k, recent
+""")
+
+
+async def window_stats_many(
+    session: AsyncSession, policies: Sequence[Policy]
+) -> dict[tuple[str, str], tuple[WindowStats, WindowStats]] | None:
+    """(recent, baseline) statistics of every policy in one query on PostgreSQL; None on other stores.
+
+    The same windows as :func:`newest_events` followed by ``split_windows``, summed by the database.
+    """
+    if session.bind.dialect.name != "postgresql":
+        return None
+    out = {p.key: (EMPTY, EMPTY) for p in policies}
+    if not policies:
+        return out
+    params = {
+        "domains": [p.domain for p in policies],
+        "metrics": [p.metric for p in policies],
+        "windows": [p.window_events for p in policies],
+        "limits": [p.window_events + p.baseline_events for p in policies],
+        "means": [p.aggregation is Aggregation.MEAN_VALUE for p in policies],
+    }
+    for k, recent, n, total, total_sq in (await session.execute(_WINDOWS_SQL, params)).all():
+        key = policies[k - 1].key
+        stats = WindowStats(int(n), float(total or 0.0), float(total_sq or 0.0))
+        before = out[key]
+        out[key] = (stats, before[1]) if recent else (before[0], stats)
+    return out
 
 
 def state_json(state: RegressionState, policy: Policy | None = None) -> dict[str, Any]:
