@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -83,4 +82,4 @@ async def apply_policies(
 
 def export_policies_from(rows: Sequence[Any]) -> list[Policy]:
     """Policies from database rows, for ``kpiguard policies export``."""
-    return [dataclasses.replace(policy_from_row(r)) for r in rows]
+    return [policy_from_row(r) for r in rows]
