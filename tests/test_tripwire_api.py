@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 from conftest import count_rows, metric_samples, sample
 from kpiguard.db.models import AuditEvent, KpiEvent, RegressionPolicy, RiskLedger
 from kpiguard.enforcement import DatabaseGateSource, HttpGateSource, execution_class_middleware
+from kpiguard.client._demo import outcomes as successes
 from kpiguard.keys import SESSIONS
 
 KPI = "/api/governance/regression/kpi"
@@ -22,16 +23,6 @@ EVALUATE = "/api/governance/regression/evaluate"
 STATE = "/api/governance/regression/state"
 RESERVE = "/api/governance/risk/check-and-reserve"
 
-
-def successes(n: int, rate: float) -> list[bool]:
-    """n outcomes with exactly round(n*rate) successes, failures spread evenly."""
-    failures = n - round(n * rate)
-    out = [True] * n
-    if failures:
-        step = n / failures
-        for k in range(failures):
-            out[int(k * step + step / 2)] = False
-    return out
 
 
 async def send(client: TestClient, domain: str, metric: str, outcomes: list[bool],

@@ -7,7 +7,7 @@ pydantic's ValidationError into kpiguard's ValidationFailed.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
@@ -53,6 +53,22 @@ def parse_json(text: str, *, where: str | None = None) -> Any:
         raise MalformedBody(
             f"{prefix}malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", field=where
         ) from exc
+
+
+def parse_ndjson(text: str, check_count: Callable[[int], None]) -> list[dict[str, Any]]:
+    """Parse NDJSON into objects (blank lines skipped), naming the line of an error as ``events[i]``.
+
+    ``check_count`` sees the number of lines before any is parsed, so an oversize batch is refused cheaply.
+    """
+    lines = [line for line in text.split("\n") if line.strip()]
+    check_count(len(lines))
+    items: list[dict[str, Any]] = []
+    for i, line in enumerate(lines):
+        item = parse_json(line, where=f"events[{i}]")
+        if not isinstance(item, dict):
+            raise ValidationFailed(f"events[{i}]: expected a JSON object", field=f"events[{i}]")
+        items.append(item)
+    return items
 
 
 def parse_form(text: str) -> dict[str, str]:

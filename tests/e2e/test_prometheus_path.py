@@ -19,6 +19,7 @@ import pytest
 
 from _proc import REPO
 from e2e._stack import Stack, http, wait_for
+from kpiguard.client._demo import outcomes as successes
 
 pytestmark = pytest.mark.e2e
 
@@ -31,16 +32,6 @@ LOOP_TIMEOUT = 20.0
 TRIALS = 6
 FIGURES_FILE = REPO / "benchmarks" / ".out" / "prometheus_path.json"
 
-
-def successes(n: int, rate: float) -> list[bool]:
-    """n outcomes with exactly round(n*rate) successes, the failures spread evenly."""
-    failures = n - round(n * rate)
-    out = [True] * n
-    if failures:
-        step = n / failures
-        for k in range(failures):
-            out[int(k * step + step / 2)] = False
-    return out
 
 
 def ingest(stack: Stack, domain: str, metric: str, outcomes: list[bool], values: list[float] | None = None) -> float:

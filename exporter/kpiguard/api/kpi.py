@@ -12,7 +12,17 @@ from kpiguard.auth import Scope, requires
 from kpiguard.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from kpiguard.ingest import KpiEventIn
 from kpiguard.keys import METRICS, SETTINGS, WRITER
-from kpiguard.validation import JSON, NDJSON, decode_utf8, parse_json, read_body, read_object, to_validation_failed, validate
+from kpiguard.validation import (
+    JSON,
+    NDJSON,
+    decode_utf8,
+    parse_json,
+    parse_ndjson,
+    read_body,
+    read_object,
+    to_validation_failed,
+    validate,
+)
 
 routes = web.RouteTableDef()
 _BATCH = TypeAdapter(list[KpiEventIn])
@@ -84,14 +94,7 @@ def _parse_json_batch(body: bytes, limit: int) -> list[KpiEventIn]:
 
 
 def _parse_ndjson_batch(body: bytes, limit: int) -> list[KpiEventIn]:
-    lines = [ln for ln in decode_utf8(body).split("\n") if ln.strip()]
-    _check_size(len(lines), limit)
-    items: list[Any] = []
-    for i, line in enumerate(lines):
-        item = parse_json(line, where=f"events[{i}]")
-        if not isinstance(item, dict):
-            raise ValidationFailed(f"events[{i}]: expected a JSON object", field=f"events[{i}]")
-        items.append(item)
+    items = parse_ndjson(decode_utf8(body), lambda n: _check_size(n, limit))
     try:
         return _BATCH.validate_python(items)
     except ValidationError as exc:

@@ -35,6 +35,7 @@ from kpiguard.validation import (
     decode_utf8,
     media_type,
     parse_json,
+    parse_ndjson,
     read_body,
     read_object,
     to_validation_failed,
@@ -145,15 +146,7 @@ def _json_events(text: str, limit: int) -> tuple[list[TelemetryEvent], list[str]
 
 
 def _ndjson_events(text: str, limit: int) -> tuple[list[TelemetryEvent], list[str]]:
-    lines = [line for line in text.split("\n") if line.strip()]
-    _check_count(len(lines), limit)
-    items: list[Any] = []
-    for i, line in enumerate(lines):
-        item = parse_json(line, where=f"events[{i}]")
-        if not isinstance(item, dict):
-            raise ValidationFailed(f"events[{i}]: expected a JSON object", field=f"events[{i}]")
-        items.append(item)
-    return _validate_events(items)
+    return _validate_events(parse_ndjson(text, lambda n: _check_count(n, limit)))
 
 
 # --- computation ---
