@@ -111,6 +111,28 @@ def _rate(numerator: int, denominator: int) -> float | None:
     return numerator / denominator if denominator else None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rates:
+    """The rates and health score that counts give; None where there is nothing to divide by."""
+
+    success_rate: float | None
+    fallback_rate: float | None
+    error_rate: float | None
+    duplicate_rate: float | None
+    health_score: float | None
+
+
+def rates(total: int, successful: int, failed: int, fallbacks: int, duplicates: int) -> Rates:
+    """Rates over the traffic (``total``), the duplicate rate over everything received, and the health score."""
+    success_rate = _rate(successful, total)
+    fallback_rate = _rate(fallbacks, total)
+    duplicate_rate = _rate(duplicates, total + duplicates)
+    health = None
+    if success_rate is not None and fallback_rate is not None and duplicate_rate is not None:
+        health = health_score(success_rate, fallback_rate, duplicate_rate)
+    return Rates(success_rate, fallback_rate, _rate(failed, total), duplicate_rate, health)
+
+
 def aggregate(records: Iterable[TelemetryRecord]) -> Aggregate:
     """Reduce the records of one bucket to its totals, rates, latency percentiles, distributions and health."""
     total = successful = fallbacks = duplicates = 0
@@ -135,9 +157,7 @@ def aggregate(records: Iterable[TelemetryRecord]) -> Aggregate:
         agents[record.agent or UNKNOWN] += 1
 
     failed = total - successful
-    success_rate = _rate(successful, total)
-    fallback_rate = _rate(fallbacks, total)
-    duplicate_rate = _rate(duplicates, total + duplicates)
+    r = rates(total, successful, failed, fallbacks, duplicates)
     latency: dict[str, float | None] = {name: None for name, _ in PERCENTILES}
     latency_avg: float | None = None
     latency_min: float | None = None
@@ -148,20 +168,16 @@ def aggregate(records: Iterable[TelemetryRecord]) -> Aggregate:
         latency_avg = math.fsum(latencies) / len(latencies)
         latency_min, latency_max = latencies[0], latencies[-1]
 
-    health = None
-    if success_rate is not None and fallback_rate is not None and duplicate_rate is not None:
-        health = health_score(success_rate, fallback_rate, duplicate_rate)
-
     return Aggregate(
         total_events=total,
         successful_events=successful,
         failed_events=failed,
         fallback_events=fallbacks,
         duplicate_events=duplicates,
-        fallback_rate=fallback_rate,
-        error_rate=_rate(failed, total),
-        duplicate_rate=duplicate_rate,
-        success_rate=success_rate,
+        fallback_rate=r.fallback_rate,
+        error_rate=r.error_rate,
+        duplicate_rate=r.duplicate_rate,
+        success_rate=r.success_rate,
         latency_count=len(latencies),
         latency_p50=latency["latency_p50"],
         latency_p75=latency["latency_p75"],
@@ -175,5 +191,5 @@ def aggregate(records: Iterable[TelemetryRecord]) -> Aggregate:
         backend_distribution=dict(_ranked(backends)),
         agent_distribution=dict(_ranked(agents)),
         top_fallback_reasons=tuple(_ranked(reasons, TOP_FALLBACK_REASONS)),
-        health_score=health,
+        health_score=r.health_score,
     )

@@ -18,7 +18,7 @@ import math
 from collections.abc import Sequence
 from datetime import date, timedelta
 
-from kpiguard.monitor._aggregate import Aggregate, health_score
+from kpiguard.monitor._aggregate import Aggregate, rates
 
 DEFAULT_BASELINE_NAME = "default"
 DEFAULT_WINDOW_DAYS = 7
@@ -101,13 +101,7 @@ def compute_baseline(
         if agg.latency_count and agg.latency_avg is not None:
             avg.append((agg.latency_avg, agg.latency_count))
 
-    received = total + duplicates
-    success_rate = successful / total if total else None
-    fallback_rate = fallbacks / total if total else None
-    duplicate_rate = duplicates / received if received else None
-    health = None
-    if success_rate is not None and fallback_rate is not None and duplicate_rate is not None:
-        health = health_score(success_rate, fallback_rate, duplicate_rate)
+    r = rates(total, successful, failed, fallbacks, duplicates)
     return Baseline(
         name=name,
         window_days=window_days,
@@ -116,13 +110,13 @@ def compute_baseline(
         days_used=days_used,
         total_events=total,
         duplicate_events=duplicates,
-        fallback_rate=fallback_rate,
-        error_rate=failed / total if total else None,
-        duplicate_rate=duplicate_rate,
-        success_rate=success_rate,
+        fallback_rate=r.fallback_rate,
+        error_rate=r.error_rate,
+        duplicate_rate=r.duplicate_rate,
+        success_rate=r.success_rate,
         latency_p95=_weighted_mean(p95),
         latency_avg=_weighted_mean(avg),
-        health_score=health,
+        health_score=r.health_score,
     )
 
 
