@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from kpiguard._generated import sync_command
 from kpiguard.dashboards._drift import drift_dashboard
 from kpiguard.dashboards._grafana import GENERATED_KEY, render
 from kpiguard.dashboards._model import Dashboard
@@ -75,17 +75,8 @@ def write_files(out_dir: Path, files: Mapping[str, str]) -> list[str]:
 def generate_command(out_dir: Path, check: bool) -> int:
     """``kpiguard dashboards generate``: write the dashboards, or with ``check`` only compare; exit code."""
     files = generate_files()
-    if check:
-        stale = diff_files(out_dir, files)
-        for name in stale:
-            print(f"out of date: {out_dir / name}")
-        if stale:
-            print(f"{out_dir} does not match the generator; run kpiguard dashboards generate", file=sys.stderr)
-            return 1
-        print(f"{out_dir} is up to date ({len(files)} dashboards)")
-        return 0
-    changed = set(write_files(out_dir, files))
-    for name in sorted(set(files) | changed):
-        state = "removed" if name not in files else "wrote" if name in changed else "unchanged"
-        print(f"{state} {out_dir / name}")
-    return 0
+    return sync_command(
+        out_dir, files, check, diff=diff_files, write=write_files,
+        mismatch=f"{out_dir} does not match the generator; run kpiguard dashboards generate",
+        up_to_date=f"{out_dir} is up to date ({len(files)} dashboards)",
+    )

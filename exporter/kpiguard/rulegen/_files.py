@@ -6,6 +6,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from kpiguard._generated import sync_command
 from kpiguard.errors import SpecError
 from kpiguard.monitor import Thresholds, monitor_rule_files
 from kpiguard.rulegen._options import RuleOptions
@@ -110,17 +111,8 @@ def generate_command(
         print(f"error: {exc}", file=sys.stderr)
         return 2
     files = generate_files(policies, options, monitor)
-    if check:
-        stale = diff_files(out_dir, files)
-        for relative in stale:
-            print(f"out of date: {out_dir / relative}")
-        if stale:
-            print(f"{out_dir} does not match {policies_file}; run kpiguard rules generate", file=sys.stderr)
-            return 1
-        print(f"{out_dir} is up to date ({len(files)} files from {len(policies)} policies)")
-        return 0
-    changed = set(write_files(out_dir, files))
-    for relative in sorted(set(files) | changed):
-        state = "removed" if relative not in files else "wrote" if relative in changed else "unchanged"
-        print(f"{state} {out_dir / relative}")
-    return 0
+    return sync_command(
+        out_dir, files, check, diff=diff_files, write=write_files,
+        mismatch=f"{out_dir} does not match {policies_file}; run kpiguard rules generate",
+        up_to_date=f"{out_dir} is up to date ({len(files)} files from {len(policies)} policies)",
+    )
