@@ -128,6 +128,7 @@ class Evaluator:
         now = utcnow()
         note = ev.note
         armed = True
+        seen_rearm = state.rearm_after_id
         if state.rearm_after_id is not None:
             fresh = sum(1 for r in rows if r.id > state.rearm_after_id)
             armed = fresh >= policy.min_events_to_enforce
@@ -138,7 +139,7 @@ class Evaluator:
         acts = policy.enabled and not policy.dry_run
         enforced: enforcement.Outcome | None = None
         if ev.triggered and armed and acts:
-            if await latch_trigger(session, policy.domain, policy.metric, now):
+            if await latch_trigger(session, policy.domain, policy.metric, now, seen_rearm=seen_rearm):
                 await session.refresh(state)
                 enforced = await self._act(session, policy, ev, actor=actor, source=source)
         else:

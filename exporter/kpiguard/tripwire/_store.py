@@ -6,9 +6,10 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from types import EllipsisType
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kpiguard import audit, enforcement
@@ -187,13 +188,24 @@ async def list_states(session: AsyncSession) -> list[RegressionState]:
     return list((await session.execute(stmt)).scalars())
 
 
-async def latch_trigger(session: AsyncSession, domain: str, metric: str, now: datetime) -> bool:
-    """Flip the state to triggered; True only for the one caller that flipped it (so the action runs once)."""
-    result = await session.execute(
-        update(RegressionState)
-        .where(RegressionState.domain == domain, RegressionState.metric == metric, RegressionState.triggered.is_(False))
-        .values(triggered=True, last_triggered_at=now)
-    )
+async def latch_trigger(session: AsyncSession, domain: str, metric: str, now: datetime, *,
+                        seen_rearm: int | None | EllipsisType = ...) -> bool:
+    """Flip the state to triggered; True only for the one caller that flipped it (so the action runs once).
+
+    An evaluation passes the ``rearm_after_id`` it read (``seen_rearm``): a re-enable committed after
+    that read stored a new one, and the latch then fails, so that an evaluation of the windows before
+    the re-enable cannot trigger the tripwire the re-enable has just reset. The read is not locked,
+    and SQLite runs it outside the write transaction, so this condition is the only safe place.
+    The Alertmanager receiver latches whatever the re-arm state (``...``): the alert is the decision.
+    """
+    stmt = update(RegressionState).where(
+        RegressionState.domain == domain, RegressionState.metric == metric, RegressionState.triggered.is_(False))
+    if seen_rearm is None:
+        stmt = stmt.where(RegressionState.rearm_after_id.is_(None))
+    elif not isinstance(seen_rearm, EllipsisType):
+        # The evaluation may have cleared it (armed) and autoflushed that before this statement.
+        stmt = stmt.where(or_(RegressionState.rearm_after_id.is_(None), RegressionState.rearm_after_id == seen_rearm))
+    result = await session.execute(stmt.values(triggered=True, last_triggered_at=now))
     return result.rowcount == 1
 
 
