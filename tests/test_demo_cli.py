@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import urllib.request
 from typing import Any
@@ -83,6 +86,15 @@ def test_demo_plays_the_seed_twice_and_report_shows_it(tmp_path, database):
         as_json = json.loads(run_kpiguard("report", "--json", "--url", base, cwd=tmp_path, env=env).stdout)
         assert as_json["decisions"][0]["code"] == "caught_and_fixed"
         assert as_json["risk"]["denials_today"]["by_engine"]["DEMO_WHOLESALE"]["policy_disabled"] == 4
+        # `kpiguard report | head -0`: the reader is gone before the report is written
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            piped = subprocess.run([sys.executable, "-m", "kpiguard", "report", "--url", base], cwd=tmp_path, env=env,
+                                   stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60)
+        finally:
+            os.close(write_end)
+        assert piped.returncode == 1 and piped.stderr == ""
 
         # a kill switch someone else engaged: the demo refuses to start and leaves it engaged
         _post(base, "/api/governance/go-live/kill-switch", {"engaged": True, "reason": "incident 42"})
