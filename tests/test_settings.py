@@ -47,6 +47,7 @@ def test_token_lists_accept_commas_and_json(monkeypatch):
         ({"max_body_bytes": 10}, "KPIGUARD_MAX_BODY_BYTES"),
         ({"log_level": "LOUD"}, "KPIGUARD_LOG_LEVEL"),
         ({"host": "0.0.0.0"}, "KPIGUARD_HOST"),
+        ({"governance_refresh_seconds": 0}, "KPIGUARD_GOVERNANCE_REFRESH_SECONDS"),
     ],
 )
 def test_invalid_setting_names_itself(overrides, setting):
@@ -76,3 +77,23 @@ def test_missing_config_file_is_refused(tmp_path):
     """A --config path that does not exist is refused."""
     with pytest.raises(ConfigError, match="--config"):
         load_settings(tmp_path / "absent.yaml")
+
+
+def test_every_setting_is_documented_in_the_readme():
+    """Each field of Settings appears in the README's tables as its KPIGUARD_ variable."""
+    import re
+    from pathlib import Path
+
+    from kpiguard.settings import Settings
+
+    documented: set[str] = set()
+    for line in (Path(__file__).resolve().parents[1] / "README.md").read_text().splitlines():
+        if not line.startswith("| `KPIGUARD_"):
+            continue
+        first, *rest = re.findall(r"`(KPIGUARD_[A-Z0-9_]+|_[A-Z0-9_]+)`", line.split("|")[1])
+        documented.add(first)
+        for suffix in rest:  # "`KPIGUARD_X_LOW` / `_HIGH`": the suffix replaces as many trailing words
+            documented.add(suffix if suffix.startswith("KPIGUARD_")
+                           else "_".join(first.split("_")[: -suffix.count("_")]) + suffix)
+    assert sorted(f"KPIGUARD_{name.upper()}" for name in Settings.model_fields) == sorted(
+        n for n in documented if n.removeprefix("KPIGUARD_").lower() in Settings.model_fields)

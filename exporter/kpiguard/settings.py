@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     evaluation_interval_seconds: float = Field(
         60.0, ge=0, description="Evaluate every enabled policy this often (0 = only after ingest and on demand)."
     )
+    governance_refresh_seconds: float = Field(
+        5.0, gt=0, le=3600, description="How often the exported weekly figures look for new audit entries."
+    )
     webhook_auto_release_throttle: bool = Field(
         False, description="A resolved Alertmanager THROTTLE alert re-enables the engine (KILL_SWITCH never does)."
     )

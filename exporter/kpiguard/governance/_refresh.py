@@ -23,7 +23,6 @@ from kpiguard.governance._week import IsoWeek, week_of
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 5.0
 # Recompute at least this often even when nothing changed, so the exported timestamp stays fresh.
 FULL_SECONDS = 300.0
 
@@ -54,7 +53,7 @@ class Refresher:
         self._computed_at = time.monotonic()
         return True
 
-    async def run(self, interval: float = POLL_SECONDS) -> None:
+    async def run(self, interval: float) -> None:
         """Refresh every ``interval`` seconds until cancelled."""
         while True:
             await asyncio.sleep(interval)
@@ -66,14 +65,14 @@ class Refresher:
 
 async def governance_refresh(app: web.Application) -> AsyncIterator[None]:
     """aiohttp cleanup context: keep the app's exported weekly figures current for its lifetime."""
-    from kpiguard.keys import METRICS, SESSIONS
+    from kpiguard.keys import METRICS, SESSIONS, SETTINGS
 
     refresher = Refresher(app[SESSIONS], app[METRICS].governance)
     try:
         await refresher.refresh(force=True)
     except Exception as exc:  # an unmigrated store: serve anyway, /readyz says why
         log.warning("governance figures not computed on this store (%s)", type(exc).__name__)
-    task = asyncio.create_task(refresher.run(), name="kpiguard-governance-refresh")
+    task = asyncio.create_task(refresher.run(app[SETTINGS].governance_refresh_seconds), name="kpiguard-governance-refresh")
     try:
         yield
     finally:
