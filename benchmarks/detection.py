@@ -198,7 +198,8 @@ def bernoulli_cusum_arl(p0: float, p1: float, h: float) -> float:
         live = {j: m for j, m in nxt.items() if m > 1e-300}
         alive = sum(live.values())
         length += alive
-        if alive < 1e-16 * max(length, 1.0) and alive < 1e-13:
+        # What is still alive can add at most its own mass to the alarm probability (and little to the length).
+        if alive < 1e-10 * alarm:
             break
     return length / alarm if alarm > 0 else math.inf
 
@@ -216,8 +217,11 @@ def oracle_for(before: float, after: float, sd: float) -> Oracle:
         arl = functools.partial(bernoulli_cusum_arl, before, after)
     else:
         arl = functools.partial(gaussian_cusum_arl, abs(after - before) / sd)
-    lo, hi = 0.0, 60.0
-    for _ in range(50):
+    # Lorden: a CUSUM on the true likelihood ratio has ARL >= e^h, so h = ln(ORACLE_ARL) is enough.
+    lo, hi = 0.0, math.log(ORACLE_ARL) + 1e-9
+    while arl(hi) < ORACLE_ARL:  # only Siegmund's approximation could fall short of the bound
+        hi += 1.0
+    for _ in range(20):  # 12 / 2^20: h to 1e-5
         mid = 0.5 * (lo + hi)
         if arl(mid) >= ORACLE_ARL:
             hi = mid

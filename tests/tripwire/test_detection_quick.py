@@ -35,7 +35,7 @@ def test_quick_run_writes_the_report(tmp_path: Path) -> None:
         "### 3b. Evidence guard (`guard: evidence`)",
         "### 3c. Sequential guard (`guard: sequential`)",
         "### 3d. Oracle: the lower bound",
-        "## Why this guard",
+        "## Why these guards",
     ):
         assert heading in text
     assert "| seed | 7 |" in text
@@ -51,7 +51,7 @@ def test_quick_run_writes_the_report(tmp_path: Path) -> None:
     # The oracle runs on the real drops only: scenarios 1 and 3, not the sub-threshold scenario 2.
     oracle_rows = [line.split("|")[1].strip() for line in oracle.splitlines() if line.startswith("| scenario")]
     assert oracle_rows == ["scenario 1 0.95->0.60", "scenario 3 mean +500->-300 sd 250"]
-    assert "Targets met: **evidence" in text
+    assert "Targets met (the rows that apply to both guards): **evidence" in text
 
 
 def test_oracle_run_length_is_exact() -> None:
