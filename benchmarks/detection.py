@@ -463,8 +463,8 @@ def build_tasks(scale: Scale, check: bool) -> list[Task]:
     alpha = 1e-7
     for label, base, x, after, n in (
         ("scenario 2 0.85->0.70", 0.85, 0.25, 0.70, scale.scenario2_runs),
-        ("match_success 0.85 step 1.5x", 0.85, 0.25, 0.85 * (1 - 1.5 * 0.25), runs),
-        ("contract_rate 0.95 step 1.5x", 0.95, 0.20, 0.95 * (1 - 1.5 * 0.20), runs),
+        ("match_success 0.85 step 1.5x (0.85->0.531)", 0.85, 0.25, 0.85 * (1 - 1.5 * 0.25), runs),
+        ("contract_rate 0.95 step 1.5x (0.95->0.665)", 0.95, 0.20, 0.95 * (1 - 1.5 * 0.20), runs),
     ):
         name = f"{label} [guard_alpha {alpha:g}]"
         stream = Stream(name, sr, base, _const(after))
@@ -1071,8 +1071,8 @@ def _rationale(report: Report) -> str:
     scen2_e, scen2_s = share("scenario 2 0.85->0.70", EVIDENCE), share("scenario 2 0.85->0.70", SEQUENTIAL)
     sub_e = max((r.triggered_share(EVIDENCE) for r in sub), default=math.nan)
     sub_s = max((r.triggered_share(SEQUENTIAL) for r in sub), default=math.nan)
-    match_a7, match_a7_miss = delay("match_success 0.85 step 1.5x [guard_alpha 1e-07]")
-    contract_a7, contract_a7_miss = delay("contract_rate 0.95 step 1.5x [guard_alpha 1e-07]")
+    match_a7, match_a7_miss = delay("match_success 0.85 step 1.5x (0.85->0.531) [guard_alpha 1e-07]")
+    contract_a7, contract_a7_miss = delay("contract_rate 0.95 step 1.5x (0.95->0.665) [guard_alpha 1e-07]")
     keeps_sub = scen2_s < 0.05 and sub_s < 0.05
     if met_s > met_e and keeps_sub:
         default = (
@@ -1090,6 +1090,9 @@ def _rationale(report: Report) -> str:
             "catch a 1.5x drop at once than sit out a 0.7x one sets `guard: sequential` (sections 3b-3c show the "
             "exchange, policy by policy)."
         )
+        edge = _alpha_edge(rows)
+        if edge:
+            default += " " + edge
     else:
         default = (
             f"It stays `guard: evidence`: the sequential guard does not meet more targets ({met_s} against {met_e})."
@@ -1106,6 +1109,28 @@ def _rationale(report: Report) -> str:
         scen2_a7=share("scenario 2 0.85->0.70 [guard_alpha 1e-07]", SEQUENTIAL),
         match_a7=match_a7, match_a7_miss=match_a7_miss, contract_a7=contract_a7, contract_a7_miss=contract_a7_miss,
         default=default,
+    )
+
+
+def _alpha_edge(rows: dict[str, Row]) -> str:
+    """What the guard_alpha 1e-7 rows say about the sequential guard with a higher boundary, if they are there."""
+    scen2 = rows.get("scenario 2 0.85->0.70 [guard_alpha 1e-07]")
+    suffix = " [guard_alpha 1e-07]"
+    if scen2 is None:
+        return ""
+    parts = []
+    for name, row in rows.items():
+        base = rows.get(name.removesuffix(suffix))
+        if not name.endswith(suffix) or base is None or not _is_real_drop(row):
+            continue
+        med, med_p = _quantile(row.delays(SEQUENTIAL), 0.5), _quantile(base.delays(PLAIN), 0.5)
+        parts.append(f"{name.split(' (')[0]}: median {_fmt(med, 0)} against <= {_fmt(2 * med_p, 0)}, "
+                     f"misses {row.misses(SEQUENTIAL)}/{len(row.firsts[SEQUENTIAL])}")
+    return (
+        f"With guard_alpha 1e-7 (h = {boundary(1e-7):.2f}) the sequential guard keeps scenario 2 at "
+        f"{scen2.triggered_share(SEQUENTIAL):.1%} of {len(scen2.firsts[SEQUENTIAL])} runs, and its 1.5x drops read "
+        f"{'; '.join(parts)}. That is the setting to choose it with, and the one to measure again, with more runs "
+        "than one harness run has, before making it the default."
     )
 
 
