@@ -5,6 +5,13 @@ rule keeps exactly those two labels. They are written once, for every exported (
 once per policy: the dashboards want them for every KPI, and Prometheus' duplicate-rule lint refuses the same
 recording rule in several groups. Everything sits in one group so that the alerts, evaluated after the
 recording rules, always compare figures of the same evaluation.
+
+The policy's guard is not reproduced here.  ``guard: evidence`` needs likelihood-ratio and Welch tests of the
+two windows' counts and sums of squares, and ``guard: sequential`` a CUSUM folded event by event with state
+carried between evaluations; PromQL has neither.  So the count-window alert is the plain rule on the drop
+kpiguard exports, for every guard alike, and the guard acts in kpiguard's own evaluator (whose verdict is
+exported as ``kpiguard_regression_triggered``).  Routing the alert to the webhook therefore executes on the
+plain rule; with a guard, leave the count-window alert to people and let kpiguard enforce natively.
 """
 
 from __future__ import annotations

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 from kpiguard.tripwire._guard import mean_value_evidence, success_rate_evidence
 from kpiguard.tripwire._policy import Aggregation, Guard, Policy
+from kpiguard.tripwire._sequential import FRESH, Cusum, boundary
+from kpiguard.tripwire._sequential import evidence as sequential_evidence
 from kpiguard.tripwire._window import WindowStats
 
 # A drop equal to the threshold triggers ("drop >= X"); float rounding of e.g. (0.5 - 0.4) / 0.5
@@ -46,12 +49,17 @@ def drop_fraction(baseline: float | None, current: float | None) -> float | None
     return (baseline - current) / abs(baseline)
 
 
-def evaluate(policy: Policy, recent: WindowStats, baseline: WindowStats) -> Evaluation:
+def evaluate(policy: Policy, recent: WindowStats, baseline: WindowStats, cusum: Cusum | None = None) -> Evaluation:
     """Decide whether the recent window dropped from the baseline enough, and surely enough, to trigger.
 
     Triggered only when both windows hold at least ``min_events_to_enforce`` events, the point
     drop reaches ``max_drop_fraction``, and the policy's guard agrees (``Guard.NONE`` always
     does: the seed's plain rule).  See :func:`drop_fraction` for a zero baseline.
+
+    ``Guard.SEQUENTIAL`` decides on ``cusum``, the CUSUM with every event up to now folded in
+    (:func:`kpiguard.tripwire._sequential.fold`; none given: a fresh one, which never triggers):
+    it triggers when the statistic reaches its boundary, whatever the point drop of the two
+    windows (the CUSUM's reference does not re-baseline while it climbs; the windows do).
     """
     n_r, n_b = recent.n, baseline.n
     current = recent.total / n_r if n_r else None
@@ -69,6 +77,8 @@ def evaluate(policy: Policy, recent: WindowStats, baseline: WindowStats) -> Eval
     if not enforceable:
         return result(False, f"INSUFFICIENT_DATA recent={n_r} baseline={n_b} min={minimum}")
     threshold = policy.max_drop_fraction
+    if policy.guard == Guard.SEQUENTIAL:
+        return _sequential(policy, cusum or FRESH, drop, current, result)
     if policy.guard != Guard.NONE:
         evidence = _evidence(policy, recent, baseline)
     if drop is None:
@@ -94,3 +104,22 @@ def _evidence(policy: Policy, recent: WindowStats, baseline: WindowStats) -> dic
     if policy.aggregation == Aggregation.SUCCESS_RATE:
         return success_rate_evidence(recent, baseline, policy.max_drop_fraction, policy.guard_confidence)
     return mean_value_evidence(recent, baseline, policy.max_drop_fraction, policy.guard_confidence)
+
+
+def _sequential(
+    policy: Policy, cusum: Cusum, drop: float | None, current: float | None, result: Callable[[bool, str], Evaluation]
+) -> Evaluation:
+    """The sequential guard's verdict on enforceable windows: the CUSUM decides, the point drop only names it."""
+    evidence = sequential_evidence(cusum, policy)
+    h = boundary(policy.guard_alpha)
+    if drop is None:
+        return dataclasses.replace(result(False, f"UNDEFINED_DROP baseline=0 current={current:.3f}"), evidence=evidence)
+    if cusum.statistic >= h:
+        verdict = result(True, f"TRIGGERED drop={drop:.3f} action={policy.action}")
+    elif drop + _TOLERANCE < policy.max_drop_fraction:
+        verdict = result(False, f"OK drop={drop:.3f}")
+    else:
+        verdict = result(
+            False, f"HELD drop={drop:.3f} guard={policy.guard} statistic={cusum.statistic:.2f} (needs >= {h:.2f})"
+        )
+    return dataclasses.replace(verdict, evidence=evidence)

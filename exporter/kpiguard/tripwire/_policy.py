@@ -20,6 +20,9 @@ class Guard(enum.StrEnum):
     # A significant drop (p_value <= guard_alpha) that is, with guard_confidence, at least
     # max_drop_fraction: likelihood-ratio tests for success rates, Welch for means (_guard.py).
     EVIDENCE = "evidence"
+    # Page's CUSUM of the per-event log-likelihood ratio against a reference frozen while it is positive;
+    # triggers when it reaches ln(1 / guard_alpha) + slack (_sequential.py). Carries state between evaluations.
+    SEQUENTIAL = "sequential"
 
 
 class Aggregation(enum.StrEnum):

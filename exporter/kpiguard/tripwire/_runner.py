@@ -18,7 +18,8 @@ from kpiguard.db.models import RegressionPolicy, RegressionState
 from kpiguard.ingest import StoredEvent
 from kpiguard.metrics import Metrics
 from kpiguard.tripwire._evaluate import Evaluation, evaluate
-from kpiguard.tripwire._policy import Action, Policy
+from kpiguard.tripwire._policy import Action, Guard, Policy
+from kpiguard.tripwire._sequential_state import fold_new_events
 from kpiguard.tripwire._store import (
     get_policy_row,
     get_state_row,
@@ -99,7 +100,9 @@ class Evaluator:
                 for policy in policies:
                     state = states.get(policy.key)
                     ev = evaluate(policy, *windows[policy.key])
-                    if state is None or state.rearm_after_id is not None or (ev.triggered and not policy.dry_run):
+                    # The sequential guard folds the new events into its stored CUSUM: that takes evaluate_one.
+                    if (state is None or state.rearm_after_id is not None or (ev.triggered and not policy.dry_run)
+                            or policy.guard is Guard.SEQUENTIAL):
                         alone.append(policy.key)
                         continue
                     note = _quiet_note(policy, state, ev, ev.note, armed=True)
@@ -123,8 +126,8 @@ class Evaluator:
         rows = await newest_events(session, policy)
         values = [event_value(policy.aggregation, r.success, r.value) for r in rows]
         recent, baseline = split_windows(values, policy.window_events, policy.baseline_events)
-        ev = evaluate(policy, recent, baseline)
         state = await get_state_row(session, policy.domain, policy.metric)
+        ev = evaluate(policy, recent, baseline, await fold_new_events(session, policy, state, rows))
         now = utcnow()
         note = ev.note
         armed = True

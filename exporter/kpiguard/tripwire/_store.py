@@ -17,6 +17,7 @@ from kpiguard.db._types import utcnow
 from kpiguard.db.models import KpiEvent, RegressionPolicy, RegressionState
 from kpiguard.errors import NotFound, ValidationFailed
 from kpiguard.tripwire._policy import Action, Aggregation, Guard, Policy
+from kpiguard.tripwire._sequential_state import reset_cusum, resets_cusum
 from kpiguard.tripwire._validate import policy_problems
 from kpiguard.tripwire._window import EMPTY, WindowStats
 
@@ -128,6 +129,8 @@ async def upsert_policy(
             actor=merged.changed_by, reason=merged.reason, domain=domain, metric=metric,
             before=None if before is None else _jsonable(_comparable(before)), after=_jsonable(_comparable(merged)),
         )
+    if before is not None and resets_cusum(changed):
+        reset_cusum(await get_state_row(session, domain, metric))
     released: list[dict[str, Any]] = []
     if fields.get("enabled") is True:
         released = await _re_enable(session, merged, source=source, false_positive=false_positive)
@@ -145,6 +148,7 @@ async def _re_enable(session: AsyncSession, policy: Policy, *, source: audit.Sou
         state.triggered = False
         state.note = f"RE-ENABLED by {policy.changed_by or 'unknown'}: re-arms after {policy.min_events_to_enforce} new events"
         state.rearm_after_id = await _max_event_id(session, policy.domain, policy.metric)
+        reset_cusum(state, state.rearm_after_id)  # the sequential guard re-arms at 0, on events after the fix
     detail = {"false_positive": false_positive, "was_triggered": was_triggered,
               "last_triggered_at": state.last_triggered_at.isoformat() if state.last_triggered_at else None}
     if policy.action is Action.THROTTLE:

@@ -1,0 +1,146 @@
+"""The sequential guard's state in the database: fold the events newer than the last one folded, store, reset.
+
+Each evaluation folds only the events that arrived since the previous one, each with the policy's
+baseline window as of just before it (what :func:`kpiguard.tripwire._sequential.play` does in
+memory), so the service, the tests and the detection harness compute the same statistic whether the
+events come one at a time or in a batch.  The read is bounded: the newest ``k + window + baseline``
+events for k new ones, at most ``MAX_FOLD_EVENTS`` of them per evaluation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kpiguard.db.models import KpiEvent, RegressionState
+from kpiguard.tripwire._policy import Aggregation, Guard, Policy
+from kpiguard.tripwire._sequential import FRESH, Cusum, Reference, fold
+from kpiguard.tripwire._window import WindowStats, event_value
+
+# Most events one evaluation folds.  After a batch larger than this (or a long pause of the evaluator)
+# only the newest are folded: the CUSUM then starts its look at a drop that many events late, which
+# is far more than it needs to see one (DETECTION.md: median delays of tens to a few hundred events).
+MAX_FOLD_EVENTS = 1000
+
+
+def cusum_of(state: RegressionState) -> Cusum:
+    """The CUSUM a state row holds (fresh when it holds none)."""
+    if state.cusum_statistic is None:
+        return FRESH
+    reference = None
+    if state.cusum_reference is not None and state.cusum_level is not None:
+        reference = Reference(state.cusum_reference, state.cusum_level, state.cusum_scale)
+    return Cusum(state.cusum_statistic, reference)
+
+
+def reset_cusum(state: RegressionState, after_id: int | None = None) -> None:
+    """Forget the CUSUM.  With ``after_id`` (a re-enable: a person fixed what fired) it starts at 0 and folds
+    only events after that id; without, the next evaluation starts fresh at the recent window."""
+    state.cusum_statistic = None if after_id is None else 0.0
+    state.cusum_reference = None
+    state.cusum_level = None
+    state.cusum_scale = None
+    state.cusum_last_event_id = after_id
+
+
+def _store(state: RegressionState, cusum: Cusum, last_event_id: int | None) -> None:
+    ref = cusum.reference
+    state.cusum_statistic = cusum.statistic
+    state.cusum_reference = None if ref is None else ref.value
+    state.cusum_level = None if ref is None else ref.level
+    state.cusum_scale = None if ref is None else ref.scale
+    state.cusum_last_event_id = last_event_id
+
+
+async def _newest(session: AsyncSession, policy: Policy, limit: int) -> Sequence[Any]:
+    """The newest ``limit`` events of the policy's pair, newest first, in the windows' order: (id, success, value)."""
+    stmt = (
+        select(KpiEvent.id, KpiEvent.success, KpiEvent.value)
+        .where(KpiEvent.domain == policy.domain, KpiEvent.metric == policy.metric)
+        .order_by(KpiEvent.created_at.desc(), KpiEvent.id.desc())
+        .limit(limit)
+    )
+    if policy.aggregation is Aggregation.MEAN_VALUE:
+        stmt = stmt.where(KpiEvent.value.is_not(None))
+    return (await session.execute(stmt)).all()
+
+
+def _leading_new(rows: Sequence[Any], last_event_id: int | None, window: int) -> int:
+    """How many of the newest rows are new: after the last folded event, or the recent window for a fresh CUSUM."""
+    if last_event_id is None:
+        return min(window, len(rows))
+    k = 0
+    while k < len(rows) and rows[k].id > last_event_id:
+        k += 1
+    return k
+
+
+def fold_rows(policy: Policy, cusum: Cusum, rows: Sequence[Any], new: int) -> Cusum:
+    """Fold the ``new`` newest of ``rows`` (newest first), oldest first, each with its baseline as of just before it."""
+    w, b = policy.window_events, policy.baseline_events
+    values = [event_value(policy.aggregation, r.success, r.value) for r in rows]
+    # Event j (0 = newest) has the baseline values[j + 1 + w : j + 1 + w + b]; slide it from the oldest new event.
+    j = new - 1
+    baseline = WindowStats.from_values(values[j + 1 + w : j + 1 + w + b])
+    pairs: list[tuple[float, WindowStats]] = []
+    while j >= 0:
+        pairs.append((values[j], baseline))
+        j -= 1
+        if j >= 0:
+            entering = j + 1 + w  # the event that leaves event j's recent window for its baseline
+            if entering < len(values):
+                baseline = baseline + WindowStats.of(values[entering])
+            leaving = j + 1 + w + b
+            if leaving < len(values):
+                baseline = baseline - WindowStats.of(values[leaving])
+    return fold(cusum, pairs, policy)
+
+
+async def fold_new_events(session: AsyncSession, policy: Policy, state: RegressionState,
+                          rows: Sequence[Any]) -> Cusum:
+    """Fold the events newer than the state's last folded one into its CUSUM, store it on the state, return it.
+
+    ``rows`` are the evaluation's newest window + baseline events (newest first); when the new events
+    need older baselines than they reach, the needed events are read again, at most MAX_FOLD_EVENTS new.
+    A policy with another guard keeps no CUSUM (a stored one is cleared, so switching back starts fresh).
+    """
+    if policy.guard is not Guard.SEQUENTIAL:
+        if state.cusum_statistic is not None or state.cusum_last_event_id is not None:
+            reset_cusum(state)
+        return FRESH
+    cusum = cusum_of(state)
+    if not rows:
+        if state.cusum_last_event_id is None:
+            _store(state, cusum, 0)  # no events yet: every event to come is new
+        return cusum
+    w, b = policy.window_events, policy.baseline_events
+    new = _leading_new(rows, state.cusum_last_event_id, w)
+    if new and new + w + b > len(rows) and len(rows) >= w + b:
+        # More history exists than the evaluation read: read what the new events' baselines need.
+        limit = (min(new, MAX_FOLD_EVENTS) if new < len(rows) else MAX_FOLD_EVENTS) + w + b
+        rows = await _newest(session, policy, limit)
+        new = min(_leading_new(rows, state.cusum_last_event_id, w), MAX_FOLD_EVENTS)
+    last = state.cusum_last_event_id
+    if new:
+        cusum = fold_rows(policy, cusum, rows, new)
+        last = max(max(r.id for r in rows[:new]), last or 0)
+    _store(state, cusum, last if last is not None else rows[0].id)
+    return cusum
+
+
+# Policy fields whose change makes a stored CUSUM meaningless (its reference, level or event order).
+_RESETTING_FIELDS = frozenset(
+    {"guard", "aggregation", "max_drop_fraction", "window_events", "baseline_events", "min_events_to_enforce",
+     "enabled"}
+)
+
+
+def resets_cusum(changed_fields: Iterable[str]) -> bool:
+    """Whether a policy change starts its CUSUM afresh: a new guard, aggregation, threshold or window, or (re-)enabling.
+
+    A disabled policy is not evaluated, so its CUSUM would resume from events long past.
+    """
+    return not _RESETTING_FIELDS.isdisjoint(changed_fields)

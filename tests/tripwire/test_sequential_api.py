@@ -1,0 +1,162 @@
+"""guard: sequential through the HTTP API and the database, on SQLite and PostgreSQL: state carried, reset, reported."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from sqlalchemy import select
+
+from kpiguard.client._demo import outcomes as successes
+from kpiguard.db.models import RegressionState
+from kpiguard.keys import SESSIONS
+from kpiguard.tripwire import Guard, Policy
+from kpiguard.tripwire._sequential import FRESH, boundary, play
+from kpiguard.tripwire._sequential_state import MAX_FOLD_EVENTS
+
+BATCH = "/api/v1/kpi-events"
+UPSERT = "/api/governance/regression/policies/upsert"
+EVALUATE = "/api/governance/regression/evaluate"
+STATE = "/api/governance/regression/state"
+RESERVE = "/api/governance/risk/check-and-reserve"
+POLICY = Policy("WHOLESALE", "contract_rate", guard=Guard.SEQUENTIAL)
+KEY = {"domain": "WHOLESALE", "metric": "contract_rate"}
+
+
+async def send(client: TestClient, outcomes: list[bool]) -> None:
+    """Ingest the outcomes in one batch, in order."""
+    resp = await client.post(BATCH, json=[{**KEY, "success": s} for s in outcomes])
+    assert resp.status == 201, await resp.text()
+
+
+async def evaluate(client: TestClient) -> dict[str, Any]:
+    """Evaluate the contract_rate policy through the API."""
+    resp = await client.post(EVALUATE, json=KEY)
+    assert resp.status == 200, await resp.text()
+    return await resp.json()
+
+
+async def stored(client: TestClient) -> RegressionState:
+    """The contract_rate state row as stored."""
+    async with client.app[SESSIONS]() as session:
+        stmt = select(RegressionState).where(RegressionState.domain == "WHOLESALE",
+                                             RegressionState.metric == "contract_rate")
+        return (await session.execute(stmt)).scalar_one()
+
+
+async def settle(client: TestClient, events: int) -> None:
+    """Wait until the after-ingest evaluator has folded every event up to id ``events``."""
+    for _ in range(200):
+        await evaluate(client)
+        if (await stored(client)).cusum_last_event_id == events:
+            return
+        await asyncio.sleep(0.01)
+    pytest.fail("the CUSUM did not catch up with the events")
+
+
+async def test_testing_flow_with_the_sequential_guard(client):
+    """Good events: not triggered, evidence reported; the 20% window: triggered 0.789 and throttled; re-enable resets."""
+    resp = await client.post(UPSERT, json={**KEY, "enabled": True, "guard": "sequential"})
+    assert resp.status == 200 and (await resp.json())["policy"]["guard"] == "sequential"
+    await evaluate(client)  # no events yet: every event to come is folded
+    await send(client, successes(200, 0.95))
+    body = await evaluate(client)
+    assert body["triggered"] is False and body["note"].startswith("OK drop=")
+    evidence = body["evidence"]
+    assert set(evidence) == {"statistic", "boundary", "reference", "level"}
+    assert evidence["boundary"] == pytest.approx(boundary(3e-6))
+    assert 0.9 < evidence["reference"] < 1.0 and evidence["level"] < evidence["reference"]
+    assert evidence["statistic"] < evidence["boundary"]
+    await send(client, successes(50, 0.20))
+    await settle(client, 250)
+    body = await evaluate(client)
+    assert body["triggered"] is True and body["drop_fraction"] == 0.789
+    assert body["evidence"]["statistic"] >= body["evidence"]["boundary"]
+    state = (await (await client.get(STATE)).json())
+    entry = next(s for s in state if s["metric"] == "contract_rate")
+    assert entry["evidence"]["statistic"] >= entry["evidence"]["boundary"]
+    check = await client.post(RESERVE, json={"engine": "WHOLESALE", "amount": 1})
+    assert (await check.json())["reason"] == "policy_disabled"
+    # The same statistic as folding the same events in memory, one by one.
+    expected = play(POLICY, [1.0 if s else 0.0 for s in successes(200, 0.95) + successes(50, 0.20)])
+    assert (await stored(client)).cusum_statistic == pytest.approx(expected.statistic)
+    # Re-enable: the statistic restarts at 0 and folds only the events after the fix.
+    resp = await client.post(UPSERT, json={**KEY, "enabled": True, "changed_by": "bryan", "reason": "fixed"})
+    assert (await resp.json())["released"]
+    row = await stored(client)
+    assert row.cusum_statistic == 0.0 and row.cusum_reference is None and row.cusum_last_event_id == 250
+    body = await evaluate(client)
+    assert body["triggered"] is False and body["note"].startswith("REARMING 0/50")
+    assert body["evidence"]["statistic"] == 0.0
+    await send(client, successes(60, 0.95))
+    await settle(client, 310)
+    body = await evaluate(client)
+    assert body["triggered"] is False and body["evidence"]["statistic"] < body["evidence"]["boundary"]
+
+
+async def test_state_is_the_same_whatever_the_batches(client):
+    """Events folded over several evaluations give the statistic of folding them one by one."""
+    await client.post(UPSERT, json={**KEY, "enabled": True, "guard": "sequential", "dry_run": True})
+    await evaluate(client)
+    outcomes = successes(230, 0.9) + successes(40, 0.55) + successes(17, 0.3) + successes(80, 0.9)
+    done = 0
+    for size in (230, 1, 39, 17, 80):
+        await send(client, outcomes[done : done + size])
+        done += size
+        await settle(client, done)
+        expected = play(POLICY, [1.0 if s else 0.0 for s in outcomes[:done]])
+        assert (await stored(client)).cusum_statistic == pytest.approx(expected.statistic), done
+
+
+async def test_a_large_batch_folds_only_the_newest_events(client):
+    """One batch of more than MAX_FOLD_EVENTS events: the read is bounded, the newest MAX_FOLD_EVENTS are folded."""
+    await client.post(UPSERT, json={**KEY, "enabled": True, "guard": "sequential", "dry_run": True})
+    await evaluate(client)
+    total = MAX_FOLD_EVENTS + 300
+    outcomes = successes(total - 100, 0.95) + successes(100, 0.6)
+    await send(client, outcomes)
+    await settle(client, total)
+    values = [1.0 if s else 0.0 for s in outcomes]
+    expected = play(POLICY, values, FRESH, total - MAX_FOLD_EVENTS)
+    assert (await stored(client)).cusum_statistic == pytest.approx(expected.statistic)
+
+
+async def test_switching_guard_clears_the_cusum(client):
+    """A policy leaving the sequential guard keeps no CUSUM; coming back starts fresh at the recent window."""
+    await client.post(UPSERT, json={**KEY, "enabled": True, "guard": "sequential", "dry_run": True})
+    await send(client, successes(250, 0.95))
+    await evaluate(client)
+    assert (await stored(client)).cusum_last_event_id == 250
+    await client.post(UPSERT, json={**KEY, "guard": "evidence"})
+    row = await stored(client)
+    assert row.cusum_statistic is None and row.cusum_last_event_id is None
+    body = await evaluate(client)
+    assert set(body["evidence"]) == {"p_value", "confidence", "drop_low", "drop_high"}
+    await client.post(UPSERT, json={**KEY, "guard": "sequential"})
+    await evaluate(client)
+    row = await stored(client)
+    # Fresh: it folded the recent window of 50 events, each against its own baseline.
+    values = [1.0 if s else 0.0 for s in successes(250, 0.95)]
+    assert row.cusum_last_event_id == 250
+    assert row.cusum_statistic == pytest.approx(play(POLICY, values, FRESH, 200).statistic)
+
+
+async def test_evaluate_all_folds_sequential_policies(client):
+    """An evaluate of every enabled policy reports the sequential guard's evidence (folded, not bulk-evaluated)."""
+    await client.post(UPSERT, json={**KEY, "enabled": True, "guard": "sequential", "dry_run": True})
+    await send(client, successes(250, 0.95))
+    body = await (await client.post(EVALUATE, json={})).json()
+    (verdict,) = body
+    assert set(verdict["evidence"]) == {"statistic", "boundary", "reference", "level"}
+    assert (await stored(client)).cusum_last_event_id == 250
+
+
+async def test_unknown_guard_lists_the_choices(client):
+    """An unknown guard is a 422 naming the field and listing none, evidence and sequential."""
+    resp = await client.post(UPSERT, json={**KEY, "guard": "cusum"})
+    assert resp.status == 422
+    error = (await resp.json())["error"]
+    assert error["field"] == "guard"
+    assert sorted(error["choices"]) == ["evidence", "none", "sequential"]
