@@ -151,6 +151,11 @@ class Metrics:
         self.regression_triggered = Gauge(
             "kpiguard_regression_triggered", "1 while the policy's tripwire is triggered.", pm, registry=registry,
         )
+        self.regression_firing = Gauge(
+            "kpiguard_regression_firing",
+            "1 while the newest evaluation finds a regression by the policy's rule, its guard included, armed.",
+            pm, registry=registry,
+        )
         self.evaluations = Counter(
             "kpiguard_evaluations", "Policy evaluations, by result.", ["result"], registry=registry,
         )

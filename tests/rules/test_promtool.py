@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kpiguard.rulegen import RULES_FILE, RuleOptions, generate_files, write_files
-from kpiguard.tripwire import SEED_POLICIES, Action, Aggregation, Policy
+from kpiguard.tripwire import SEED_POLICIES, Action, Aggregation, Guard, Policy
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "rules"
@@ -66,7 +66,7 @@ def test_other_policies_generate_passing_tests(tmp_path: Path) -> None:
 
 def test_a_wrong_threshold_fails_the_unit_tests(tmp_path: Path) -> None:
     """The tests catch a rule that disagrees with the policy: here a 0.9 threshold where the policy says 0.2."""
-    policy = dataclasses.replace(SEED_POLICIES[0], enabled=True)
+    policy = dataclasses.replace(SEED_POLICIES[0], enabled=True, guard=Guard.NONE)
     files = generate_files([policy])
     rules = files[RULES_FILE]
     assert rules.count(">= 0.2\n") == 2
@@ -75,6 +75,24 @@ def test_a_wrong_threshold_fails_the_unit_tests(tmp_path: Path) -> None:
     result = _run("test", "rules", "tests/WHOLESALE_contract_rate.test.yml", cwd=tmp_path)
     assert result.returncode != 0
     assert "KpiguardCountWindowRegression" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("guard", [Guard.EVIDENCE, Guard.SEQUENTIAL])
+def test_a_guarded_alert_follows_the_evaluators_verdict(tmp_path: Path, guard: Guard) -> None:
+    """A guarded policy's count-window alert fires on kpiguard_regression_firing; the plain rule in its place fails."""
+    policies = [dataclasses.replace(p, enabled=True, guard=guard) for p in SEED_POLICIES]
+    files = generate_files(policies)
+    assert files[RULES_FILE].count("kpiguard_regression_firing{") == len(policies)
+    write_files(tmp_path, files)
+    tests = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "tests").glob("*.test.yml"))
+    result = _run("test", "rules", *tests, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The same tests against the plain rule's alert: scenario 2 on offer_accept_rate (a 17.6% drop against 15%)
+    # fires there, and the guard's tests say it must not.
+    plain = generate_files([dataclasses.replace(p, guard=Guard.NONE) for p in policies])
+    (tmp_path / RULES_FILE).write_text(plain[RULES_FILE])
+    result = _run("test", "rules", "tests/WHOLESALE_offer_accept_rate.test.yml", cwd=tmp_path)
+    assert result.returncode != 0 and "scenario2_85_to_70" in result.stdout + result.stderr
 
 
 def test_a_broken_expression_fails_the_check(tmp_path: Path) -> None:

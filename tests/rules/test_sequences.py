@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 
@@ -9,7 +10,7 @@ import pytest
 
 from kpiguard.rulegen import Phase, count_window_fires, count_windows, events_of, phase_events, series_notation
 from kpiguard.rulegen._sequences import CountWindows, extrapolated
-from kpiguard.tripwire import SEED_POLICIES, Aggregation, Policy
+from kpiguard.tripwire import SEED_POLICIES, Aggregation, Guard, Policy
 
 WHOLESALE, OFFERS, BUYER_MATCH, CAPITAL = SEED_POLICIES
 
@@ -87,8 +88,23 @@ def test_a_zero_baseline_has_no_drop() -> None:
     ],
 )
 def test_count_window_condition(windows: CountWindows, fires: bool) -> None:
-    """Fires when drop ≥ max_drop_fraction and both windows hold min_events_to_enforce events."""
-    assert count_window_fires(windows, WHOLESALE) is fires
+    """guard: none fires when drop ≥ max_drop_fraction and both windows hold min_events_to_enforce events."""
+    assert count_window_fires(windows, dataclasses.replace(WHOLESALE, guard=Guard.NONE)) is fires
+
+
+@pytest.mark.parametrize(
+    ("phases", "fires"),
+    [
+        ([Phase(200, 0.95), Phase(50, 0.20)], True),  # the testing flow: sure and far past 20%
+        ([Phase(200, 0.95), Phase(50, 0.76)], False),  # exactly 20%: the plain rule fires, the guard is not sure
+        ([Phase(49, 0.95), Phase(50, 0.20)], False),  # the baseline one event short
+    ],
+)
+def test_a_guarded_count_window_is_the_evaluators_verdict(phases: list[Phase], fires: bool) -> None:
+    """guard: evidence fires when kpiguard's evaluate() triggers on the two windows, not on the drop alone."""
+    windows = count_windows(events_of(phases), WHOLESALE)
+    assert WHOLESALE.guard is Guard.EVIDENCE
+    assert windows.firing is fires and count_window_fires(windows, WHOLESALE) is fires
 
 
 def _expand(notation: str) -> list[float | None]:

@@ -31,8 +31,16 @@ def test_yaml_refuses_an_unknown_guard_listing_the_choices() -> None:
     assert "'cusum' is not one of none, evidence, sequential (line 4)" in str(caught.value)
 
 
-def test_rules_are_the_plain_rule_whatever_the_guard() -> None:
-    """PromQL has no per-event state: the generated rules of sequential and evidence policies are the same."""
+def test_a_guarded_count_window_alert_reads_the_evaluators_verdict() -> None:
+    """PromQL has no CUSUM: a sequential (or evidence) policy's count-window alert reads kpiguard_regression_firing."""
     evidence = [dataclasses.replace(p, guard=Guard.EVIDENCE) for p in SEQUENTIAL]
-    assert rule_groups(SEQUENTIAL) == rule_groups(evidence)
-    assert generate_files(SEQUENTIAL) == generate_files(evidence)
+    plain = [dataclasses.replace(p, guard=Guard.NONE) for p in SEQUENTIAL]
+
+    def exprs(policies: list) -> list[str]:
+        return [rule["expr"] for rule in rule_groups(policies)[0]["rules"] if rule.get("alert")]
+
+    assert exprs(SEQUENTIAL) == exprs(evidence)
+    assert all("kpiguard_regression_firing" not in e for e in exprs(plain))
+    counted = [e for e in exprs(SEQUENTIAL) if "kpiguard_regression_firing" in e]
+    assert len(counted) == len(SEQUENTIAL)
+    assert "guard: sequential" in generate_files(SEQUENTIAL)["kpiguard.rules.yml"]

@@ -28,8 +28,10 @@ from kpiguard.rulegen._sequences import (
     time_window_drop,
     time_window_fires,
     window_figures,
+    window_values,
 )
-from kpiguard.tripwire import Aggregation, Policy
+from kpiguard.tripwire import Aggregation, Guard, Policy
+from kpiguard.tripwire._sequential import FRESH, play
 
 # Samples every 5 minutes, rule evaluations every 10. promtool evaluates every rule from time 0 to T, so the
 # first phase lasts three hours, not the week the baseline window could hold: that keeps a scenario near 0.1 s.
@@ -147,12 +149,17 @@ def simulate(policy: Policy, scenario: Scenario, options: RuleOptions) -> Simula
     grid = place(events, before + recent, lay.samples, step)
     cache: dict[int, CountWindows] = {}
     windows: list[CountWindows | None] = []
+    # A sequential guard's CUSUM, folded as the events arrive: the service evaluating after every event.
+    cusum, folded = FRESH, 0
     for seen in grid.seen:
         if seen == 0:
             windows.append(None)
             continue
         if seen not in cache:
-            cache[seen] = count_windows(events[:seen], policy)
+            if policy.guard is Guard.SEQUENTIAL:
+                values = window_values(events[:seen], policy.aggregation)
+                cusum, folded = play(policy, values, cusum, start=folded), len(values)
+            cache[seen] = count_windows(events[:seen], policy, cusum if policy.guard is Guard.SEQUENTIAL else None)
         windows.append(cache[seen])
     return Simulation(policy, scenario, lay, grid, tuple(windows))
 
@@ -228,6 +235,7 @@ def input_series(sim: Simulation) -> list[dict[str, str]]:
         (_series("kpiguard_regression_threshold_ratio", policy), gauge(lambda w: policy.max_drop_fraction)),
         (_series("kpiguard_regression_min_events", policy), gauge(lambda w: policy.min_events_to_enforce)),
         (_series("kpiguard_regression_triggered", policy), gauge(lambda w: int(count_window_fires(w, policy)))),
+        (_series(r.FIRING, policy), gauge(lambda w: int(w.firing))),
     ]
     return [{"series": name, "values": series_notation(values)} for name, values in series]
 

@@ -6,12 +6,11 @@ once per policy: the dashboards want them for every KPI, and Prometheus' duplica
 recording rule in several groups. Everything sits in one group so that the alerts, evaluated after the
 recording rules, always compare figures of the same evaluation.
 
-The policy's guard is not reproduced here.  ``guard: evidence`` needs likelihood-ratio and Welch tests of the
-two windows' counts and sums of squares, and ``guard: sequential`` a CUSUM folded event by event with state
-carried between evaluations; PromQL has neither.  So the count-window alert is the plain rule on the drop
-kpiguard exports, for every guard alike, and the guard acts in kpiguard's own evaluator (whose verdict is
-exported as ``kpiguard_regression_triggered``).  Routing the alert to the webhook therefore executes on the
-plain rule; with a guard, leave the count-window alert to people and let kpiguard enforce natively.
+The count-window alert of a ``guard: none`` policy is the seed's plain rule in PromQL, on the windows kpiguard
+exports. A guard cannot be computed in PromQL (``evidence`` needs likelihood-ratio and Welch tests of the
+windows' counts and sums of squares, ``sequential`` a CUSUM folded event by event with state), so for a guarded
+policy the alert reads the evaluator's verdict, ``kpiguard_regression_firing``, and Alertmanager acts on the
+same decision as the native evaluator.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from kpiguard.rulegen._options import RuleOptions, duration
-from kpiguard.tripwire import Action, Aggregation, Policy
+from kpiguard.tripwire import Action, Aggregation, Guard, Policy
 
 LEVEL = "domain_metric"
 EVENTS = "kpiguard_kpi_events_total"
@@ -33,6 +32,7 @@ DROP = "kpiguard_regression_drop_ratio"
 CURRENT = "kpiguard_regression_current"
 BASELINE = "kpiguard_regression_baseline"
 WINDOW_EVENTS = "kpiguard_regression_window_events"
+FIRING = "kpiguard_regression_firing"
 
 GROUP_NAME = "kpiguard.tripwire"
 COUNT_WINDOW_ALERT = "KpiguardCountWindowRegression"
@@ -150,7 +150,13 @@ def recording_rules(options: RuleOptions = RuleOptions()) -> list[dict[str, Any]
 
 
 def _count_window_expr(policy: Policy) -> str:
-    """Drop of kpiguard's count windows at or over the threshold, with enough events in both windows."""
+    """The plain rule on kpiguard's count windows, or for a guarded policy the evaluator's verdict (its value: the drop)."""
+    if policy.guard is not Guard.NONE:
+        return (
+            f"max by (domain, metric) ({DROP}{selector(policy)})\n"
+            f"and on (domain, metric)\n"
+            f"max by (domain, metric) ({FIRING}{selector(policy)}) == 1"
+        )
     return (
         f"max by (domain, metric) ({DROP}{selector(policy)}) >= {policy.max_drop_fraction!r}\n"
         f"and on (domain, metric)\n"
@@ -160,6 +166,14 @@ def _count_window_expr(policy: Policy) -> str:
         f"max by (domain, metric) ({WINDOW_EVENTS}{selector(policy, window='baseline')})"
         f" >= {policy.min_events_to_enforce}"
     )
+
+
+_GUARD_WORDS = {
+    Guard.EVIDENCE: "the drop reached the policy's max_drop_fraction of {threshold}, significant at p <= {alpha:g} "
+                    "and at least the threshold with confidence {confidence:g} (guard: evidence)",
+    Guard.SEQUENTIAL: "its CUSUM of drops against the policy's max_drop_fraction of {threshold} crossed the boundary "
+                      "set by guard_alpha {alpha:g} (guard: sequential)",
+}
 
 
 def _figure_names(policy: Policy, options: RuleOptions) -> tuple[str, str, str, str]:
@@ -274,6 +288,14 @@ def count_window_alert(policy: Policy, options: RuleOptions = RuleOptions()) -> 
         f"{policy.baseline_events} before them, each window holding at least {policy.min_events_to_enforce} "
         f"events, and the drop reached the policy's max_drop_fraction of {threshold}. {_consequence(policy)}"
     )
+    if policy.guard is not Guard.NONE:
+        verdict = _GUARD_WORDS[policy.guard].format(
+            threshold=threshold, alpha=policy.guard_alpha, confidence=policy.guard_confidence)
+        description = (
+            f"kpiguard's evaluator compared the newest {policy.window_events} events of "
+            f"{policy.domain}.{policy.metric} with the {policy.baseline_events} before them, each window holding at "
+            f"least {policy.min_events_to_enforce} events, and {verdict}. {_consequence(policy)}"
+        )
     return {
         "alert": COUNT_WINDOW_ALERT,
         "expr": _count_window_expr(policy),

@@ -15,7 +15,9 @@ import math
 from collections.abc import Sequence
 
 from kpiguard.rulegen._options import RuleOptions
-from kpiguard.tripwire import Aggregation, Policy
+from kpiguard.tripwire import Aggregation, Guard, Policy, WindowStats, evaluate
+from kpiguard.tripwire._sequential import Cusum
+from kpiguard.tripwire._window import event_value
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -65,6 +67,7 @@ class CountWindows:
     current: float | None
     baseline: float | None
     drop: float | None
+    firing: bool = False  # the evaluator's verdict, its guard included (what kpiguard_regression_firing exports)
 
 
 def aggregate(events: Sequence[Event], aggregation: Aggregation) -> float | None:
@@ -75,8 +78,19 @@ def aggregate(events: Sequence[Event], aggregation: Aggregation) -> float | None
     return math.fsum(values) / len(values) if values else None
 
 
-def count_windows(events: Sequence[Event], policy: Policy) -> CountWindows:
-    """The windows kpiguard evaluates over ``events`` (oldest first): the newest window_events and those before."""
+def window_values(events: Sequence[Event], aggregation: Aggregation) -> list[float]:
+    """The events as the evaluator reads them: 1/0 for a success rate, the values (if any) for a mean."""
+    if aggregation is Aggregation.MEAN_VALUE:
+        events = [e for e in events if e.value is not None]
+    return [event_value(aggregation, e.success, e.value) for e in events]
+
+
+def count_windows(events: Sequence[Event], policy: Policy, cusum: Cusum | None = None) -> CountWindows:
+    """The windows kpiguard evaluates over ``events`` (oldest first): the newest window_events and those before.
+
+    ``firing`` is the real evaluator's verdict on them; a ``guard: sequential`` policy needs ``cusum``, its
+    CUSUM with these events folded in.
+    """
     split = max(0, len(events) - policy.window_events)
     recent = events[split:]
     baseline = events[max(0, split - policy.baseline_events):split]
@@ -84,11 +98,15 @@ def count_windows(events: Sequence[Event], policy: Policy) -> CountWindows:
     base = aggregate(baseline, policy.aggregation)
     # A baseline of 0 has no relative drop; the drop is left undefined rather than divided by zero.
     drop = (base - current) / abs(base) if base and current is not None else None
-    return CountWindows(len(recent), len(baseline), current, base, drop)
+    verdict = evaluate(policy, WindowStats.from_values(window_values(recent, policy.aggregation)),
+                       WindowStats.from_values(window_values(baseline, policy.aggregation)), cusum)
+    return CountWindows(len(recent), len(baseline), current, base, drop, verdict.triggered)
 
 
 def count_window_fires(windows: CountWindows, policy: Policy) -> bool:
-    """The count-window alert's condition: the drop reaches the threshold with enough events in both windows."""
+    """The count-window alert's condition: the plain rule for ``guard: none``, else the evaluator's verdict."""
+    if policy.guard is not Guard.NONE:
+        return windows.firing
     return (
         windows.drop is not None
         and windows.drop >= policy.max_drop_fraction

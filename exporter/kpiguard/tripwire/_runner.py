@@ -188,6 +188,9 @@ class Evaluator:
         m.regression_window_events.labels(*labels, "recent").set(ev.recent_events)
         m.regression_window_events.labels(*labels, "baseline").set(ev.baseline_events)
         m.regression_triggered.labels(*labels).set(1 if state.triggered else 0)
+        # What the generated count-window alert reads, so that Alertmanager acts on the guard's verdict too
+        # (a re-arming state still has rearm_after_id: the same bad windows do not fire again).
+        m.regression_firing.labels(*labels).set(1 if ev.triggered and state.rearm_after_id is None else 0)
 
     # --- background work ---
 
