@@ -298,3 +298,66 @@ async def test_unexpected_error_is_json_500_without_traceback(client, monkeypatc
     assert "secret internal detail" not in text and "Traceback" not in text
     assert (await resp.json())["error"]["code"] == "internal_error"
     assert "secret internal detail" in caplog.text
+
+
+_NDJSON = "application/x-ndjson"
+_E = json.dumps(SEED_EVENT)
+EXACT_BATCH_ERRORS = [
+    # (id, body, content type, status, message): the whole error text, as clients and runbooks see it
+    ("ndjson-malformed-line", _E + "\n{oops\n", _NDJSON, 400,
+     "events[1]: malformed JSON at line 1 column 2: Expecting property name enclosed in double quotes"),
+    ("ndjson-two-objects-on-a-line", _E + "\n" + _E + "," + _E + "\n", _NDJSON, 400,
+     "events[1]: malformed JSON at line 1 column 87: Extra data"),
+    ("ndjson-missing-field", _E + "\n" + _E + '\n{"domain":"D","metric":"m"}\n', _NDJSON, 422,
+     "events[2].success: field required"),
+    ("ndjson-bad-value", _E + "\n" + json.dumps({**SEED_EVENT, "value": "lots"}), _NDJSON, 422,
+     "events[1].value: Input should be a valid number, unable to parse string as a number"),
+    ("ndjson-two-errors", '{"domain":"D"}\n', _NDJSON, 422, "events[0].metric: field required (and 1 more error)"),
+    ("json-trailing-comma", "[" + _E + ",]", "application/json", 400,
+     "malformed JSON at line 1 column 89: Expecting value"),
+    ("json-detail-too-big", json.dumps([{**SEED_EVENT, "detail": {"x": "y" * 17000}}]), "application/json", 422,
+     "events[0].detail: Value error, must serialise to at most 16384 bytes"),
+    ("json-nan-value", '[{"domain":"D","metric":"m","success":true,"value":NaN}]', "application/json", 422,
+     "events[0].value: Input should be a finite number"),
+]
+
+
+@pytest.mark.parametrize(("body", "ctype", "status", "message"), [c[1:] for c in EXACT_BATCH_ERRORS],
+                         ids=[c[0] for c in EXACT_BATCH_ERRORS])
+async def test_batch_error_names_line_and_field_exactly(client, body, ctype, status, message):
+    """A refused batch's error text names the line (NDJSON) or index and the field, word for word; nothing stored."""
+    resp = await client.post(BATCH, data=body, headers={"Content-Type": ctype})
+    assert resp.status == status
+    assert (await resp.json())["error"]["message"] == message
+    assert await count_rows(client, KpiEvent) == 0
+
+
+@pytest.mark.parametrize("ctype", ["application/json", _NDJSON])
+async def test_batch_blank_value_means_no_value(client, ctype):
+    """A batch event with "value": "" (a form's empty field) is stored without a value, as a single event is."""
+    events = [{**SEED_EVENT, "value": 1.5}, {**SEED_EVENT, "value": ""}]
+    body = json.dumps(events) if ctype == "application/json" else "\n".join(json.dumps(e) for e in events)
+    resp = await client.post(BATCH, data=body, headers={"Content-Type": ctype})
+    assert resp.status == 201, await resp.text()
+    assert await resp.json() == {"stored": 2, "duplicates": 0}
+    samples = await metric_samples(client)
+    assert sample(samples, "kpiguard_kpi_event_value_count", domain="WHOLESALE", metric="contract_rate") == 1
+    assert sample(samples, "kpiguard_kpi_events_total", domain="WHOLESALE", metric="contract_rate",
+                  outcome="success") == 2
+
+
+async def test_ndjson_batch_stores_every_field(client, database):
+    """Every field of an NDJSON event reaches the table as sent (naive created_at as UTC, detail as an object)."""
+    ev = {**SEED_EVENT, "value": -2.25, "actor": "a", "correlation_id": "c", "detail": {"k": [1, "x"]},
+          "created_at": "2026-01-02T03:04:05", "event_id": "nd-1"}
+    resp = await client.post(BATCH, data=json.dumps(ev) + "\n", headers={"Content-Type": _NDJSON})
+    assert resp.status == 201
+    from sqlalchemy import select
+
+    from kpiguard.keys import SESSIONS
+
+    async with client.app[SESSIONS]() as session:
+        row = (await session.execute(select(KpiEvent))).scalar_one()
+    assert (row.domain, row.metric, row.success, row.value, row.actor, row.correlation_id, row.detail, row.event_id) \
+        == ("WHOLESALE", "contract_rate", True, -2.25, "a", "c", {"k": [1, "x"]}, "nd-1")
+    assert row.created_at.isoformat() == "2026-01-02T03:04:05+00:00"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections import Counter as Tally
 from collections.abc import AsyncIterator, Callable, Sequence
+from operator import itemgetter
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -15,7 +16,7 @@ from kpiguard.db.engine import create_engine, session_factory
 from kpiguard.governance._refresh import governance_refresh
 from kpiguard.ingest import EventWriter, StoredEvent
 from kpiguard.keys import ENGINE, EVALUATOR, METRICS, RECEIVER, SESSIONS, SETTINGS, WRITER
-from kpiguard.metrics import Metrics
+from kpiguard.metrics import Metrics, observe_many
 from kpiguard.middleware import error_middleware, metrics_middleware
 from kpiguard.monitor.service import monitor_context
 from kpiguard.settings import Settings
@@ -85,14 +86,14 @@ async def _tripwire(app: web.Application) -> AsyncIterator[None]:
 
 def _count_events(metrics: Metrics) -> Callable[[Sequence[StoredEvent]], None]:
     """A commit listener that exports the stored events as counters and value observations."""
+    outcome = itemgetter(1, 2, 3)  # (domain, metric, success) of a StoredEvent
 
     def listener(events: Sequence[StoredEvent]) -> None:
         # Grouped by pair first: a batch of 1,000 events then costs one labels() lookup per pair and
         # series, not three per event (the lookups dominated batch ingest in the profile).
-        tally: Tally[tuple[str, str, bool]] = Tally()
+        tally = Tally(map(outcome, events))
         values: dict[tuple[str, str], list[float]] = {}
         for ev in events:
-            tally[(ev.domain, ev.metric, ev.success)] += 1
             if ev.value is not None:
                 values.setdefault((ev.domain, ev.metric), []).append(ev.value)
         admitted: dict[tuple[str, str], bool] = {}
@@ -107,14 +108,9 @@ def _count_events(metrics: Metrics) -> Callable[[Sequence[StoredEvent]], None]:
         for pair, vals in values.items():
             if not admitted.get(pair):
                 continue
-            observe = metrics.kpi_value.labels(*pair).observe
-            positive = negative = 0.0
-            for v in vals:
-                observe(v)
-                if v >= 0:
-                    positive += v
-                else:
-                    negative -= v
+            observe_many(metrics.kpi_value.labels(*pair), vals)
+            positive = sum(v for v in vals if v >= 0)
+            negative = -sum(v for v in vals if v < 0)
             # inc both, even by 0: both series exist from the first value, so the mean rule
             # (positive - negative) / count never loses a side to an absent series.
             metrics.kpi_value_positive.labels(*pair).inc(positive)

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import logging
 import platform
+from bisect import bisect_left
+from collections import Counter as Tally
 from collections import OrderedDict
+from collections.abc import Collection
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
@@ -25,6 +28,26 @@ KPI_VALUE_BUCKETS = (
 HTTP_DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 500, 1000, 5000, 10000)
 EVALUATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+def observe_many(histogram: Histogram, values: Collection[float]) -> None:
+    """``histogram.observe(v)`` for every (finite) value, touching each bucket once instead of once per value.
+
+    A batch of 1,000 events observed one by one spent most of its export time taking the value
+    locks. This reads the client library's bucket bounds and values (as api/health.py's exposition
+    does) and falls back to ``observe`` where they are not there.
+    """
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for v in values:
+            histogram.observe(v)
+        return
+    # observe() puts a value in the first bucket whose upper bound is >= the value: bisect_left finds it.
+    for i, n in Tally(bisect_left(bounds, v) for v in values).items():
+        buckets[i].inc(n)
+    total.inc(sum(values))
 
 
 class LabelGuard:

@@ -55,13 +55,23 @@ def parse_json(text: str, *, where: str | None = None) -> Any:
         ) from exc
 
 
+def ndjson_lines(text: str) -> list[str]:
+    """The non-blank lines of an NDJSON body, one event each."""
+    return [line for line in text.split("\n") if line.strip()]
+
+
 def parse_ndjson(text: str, check_count: Callable[[int], None]) -> list[dict[str, Any]]:
     """Parse NDJSON into objects (blank lines skipped), naming the line of an error as ``events[i]``.
 
     ``check_count`` sees the number of lines before any is parsed, so an oversize batch is refused cheaply.
     """
-    lines = [line for line in text.split("\n") if line.strip()]
+    lines = ndjson_lines(text)
     check_count(len(lines))
+    return parse_ndjson_lines(lines)
+
+
+def parse_ndjson_lines(lines: list[str]) -> list[dict[str, Any]]:
+    """Parse :func:`ndjson_lines` into objects, naming the line of an error as ``events[i]``."""
     items: list[dict[str, Any]] = []
     for i, line in enumerate(lines):
         item = parse_json(line, where=f"events[{i}]")

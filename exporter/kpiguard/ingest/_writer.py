@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -25,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from kpiguard.db._types import utcnow
 from kpiguard.db.models import IngestRequest, KpiEvent
 from kpiguard.errors import StorageError
-from kpiguard.ingest._schema import KpiEventIn
+from kpiguard.ingest._schema import KpiEventFields
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +33,12 @@ _SQLITE_ROWS_PER_STATEMENT = 3000
 _COLUMNS = ("domain", "metric", "success", "value", "actor", "correlation_id", "detail", "created_at", "event_id")
 
 
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    """A committed KPI event as the API returns it."""
+class StoredEvent(NamedTuple):
+    """A committed KPI event as the API returns it (``id`` is None for a batch's events, stored by COPY).
+
+    A named tuple, not a dataclass: a batch makes one per event, and a tuple is built several times
+    faster than a frozen dataclass; its fields from ``domain`` to ``event_id`` are a COPY record.
+    """
 
     id: int | None
     domain: str
@@ -52,10 +54,14 @@ class StoredEvent:
 
     def to_json(self) -> dict[str, Any]:
         """The event as a JSON object."""
-        out = {f: getattr(self, f) for f in ("id", *_COLUMNS)}
+        out = dict(zip(_JSON_FIELDS, self, strict=False))
         if self.duplicate:
             out["duplicate"] = True
         return out
+
+    def params(self) -> dict[str, Any]:
+        """The event's columns as INSERT parameters."""
+        return dict(zip(_COLUMNS, self[1:10], strict=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,20 +74,18 @@ class BatchResult:
 
 
 CommitListener = Callable[[Sequence[StoredEvent]], None]
+_JSON_FIELDS = ("id", *_COLUMNS)
 
 
-def _row(event: KpiEventIn, now: datetime) -> dict[str, Any]:
-    return {
-        "domain": event.domain,
-        "metric": event.metric,
-        "success": event.success,
-        "value": event.value,
-        "actor": event.actor,
-        "correlation_id": event.correlation_id,
-        "detail": event.detail,
-        "created_at": event.created_at or now,
-        "event_id": event.event_id,
-    }
+def _unstored(events: Sequence[KpiEventFields], now: datetime) -> list[StoredEvent]:
+    """The events as they will be stored, before they have an id."""
+    # tuple.__new__ directly: the named tuple's own __new__ is a Python function, and was 12 % of batch ingest.
+    new = tuple.__new__
+    return [
+        new(StoredEvent, (None, e.domain, e.metric, e.success, e.value, e.actor, e.correlation_id, e.detail,
+                          e.created_at or now, e.event_id, False))
+        for e in events
+    ]
 
 
 class EventWriter:
@@ -91,7 +95,7 @@ class EventWriter:
         self._sessions = sessions
         self._dialect = dialect
         self._flush_max = flush_max_events
-        self._queue: asyncio.Queue[tuple[dict[str, Any], asyncio.Future[StoredEvent]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[StoredEvent, asyncio.Future[StoredEvent]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._listeners: list[CommitListener] = []
 
@@ -113,12 +117,12 @@ class EventWriter:
             await self._task
         self._task = None
 
-    async def add_one(self, event: KpiEventIn) -> StoredEvent:
+    async def add_one(self, event: KpiEventFields) -> StoredEvent:
         """Store one event; returns once it is committed."""
         if self._task is None:
             raise StorageError("the event writer is not running")
         fut: asyncio.Future[StoredEvent] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((_row(event, utcnow()), fut))
+        self._queue.put_nowait((_unstored((event,), utcnow())[0], fut))
         # shield: a client that disconnects must not cancel the commit others share
         return await asyncio.shield(fut)
 
@@ -145,14 +149,14 @@ class EventWriter:
                 for _ in group:
                     self._queue.task_done()
 
-    async def _commit_group(self, rows: list[dict[str, Any]]) -> list[StoredEvent]:
+    async def _commit_group(self, rows: list[StoredEvent]) -> list[StoredEvent]:
         """Insert the rows in one transaction; a row whose event_id is known answers with the stored event."""
         async with self._sessions() as session, session.begin():
-            prior = await _existing_events(session, [r["event_id"] for r in rows if r["event_id"]])
-            fresh: list[dict[str, Any]] = []
+            prior = await _existing_events(session, [r.event_id for r in rows if r.event_id])
+            fresh: list[StoredEvent] = []
             claimed: set[str] = set()
             for r in rows:
-                eid = r["event_id"]
+                eid = r.event_id
                 if eid is None or (eid not in prior and eid not in claimed):
                     fresh.append(r)
                     if eid is not None:
@@ -161,23 +165,23 @@ class EventWriter:
             if fresh:
                 # insertmanyvalues: one multi-row INSERT ... RETURNING, ids in parameter order
                 stmt = insert(KpiEvent).returning(KpiEvent.id, sort_by_parameter_order=True)
-                ids = list((await session.execute(stmt, fresh)).scalars())
+                ids = list((await session.execute(stmt, [r.params() for r in fresh])).scalars())
         new_ids = {id(r): i for r, i in zip(fresh, ids, strict=True)}
         out: list[StoredEvent] = []
         for r in rows:
             if id(r) in new_ids:
-                ev = StoredEvent(id=new_ids[id(r)], **r)
-                if r["event_id"] is not None:
-                    prior[r["event_id"]] = ev
+                ev = r._replace(id=new_ids[id(r)])
+                if r.event_id is not None:
+                    prior[r.event_id] = ev
                 out.append(ev)
             else:  # a replay of an event_id stored before, or earlier in this same group
-                out.append(dataclasses.replace(prior[r["event_id"]], duplicate=True))
+                out.append(prior[r.event_id]._replace(duplicate=True))  # type: ignore[index]
         return out
 
-    async def add_batch(self, events: Sequence[KpiEventIn], idempotency_key: str | None) -> BatchResult:
+    async def add_batch(self, events: Sequence[KpiEventFields], idempotency_key: str | None) -> BatchResult:
         """Store a batch all-or-nothing in one transaction; a seen Idempotency-Key stores nothing again."""
-        now = utcnow()
-        rows = [_row(e, now) for e in events]
+        # One tuple per event, shared by the COPY records and the commit listeners (no dict, no copy).
+        rows = _unstored(events, utcnow())
         for attempt in (1, 2):
             try:
                 result, stored = await self._store_batch(rows, idempotency_key)
@@ -192,53 +196,48 @@ class EventWriter:
             return result
         raise AssertionError("unreachable")
 
-    async def _store_batch(
-        self, rows: list[dict[str, Any]], key: str | None
-    ) -> tuple[BatchResult, list[StoredEvent]]:
+    async def _store_batch(self, rows: list[StoredEvent], key: str | None) -> tuple[BatchResult, list[StoredEvent]]:
         async with self._sessions() as session, session.begin():
             if key is not None:
                 prior = await session.get(IngestRequest, key)
                 if prior is not None:
                     return BatchResult(stored=prior.events, duplicates=0, replayed=True), []
-            known = await _existing_event_ids(session, [r["event_id"] for r in rows if r["event_id"]])
-            fresh: list[dict[str, Any]] = []
-            for r in rows:
-                eid = r["event_id"]
-                if eid is not None:
-                    if eid in known:
-                        continue
-                    known.add(eid)
-                fresh.append(r)
+            event_ids = [r.event_id for r in rows if r.event_id]
+            fresh = rows
+            if event_ids:
+                known = await _existing_event_ids(session, event_ids)
+                fresh = []
+                for r in rows:
+                    eid = r.event_id
+                    if eid is not None:
+                        if eid in known:
+                            continue
+                        known.add(eid)
+                    fresh.append(r)
             if key is not None:
                 session.add(IngestRequest(key=key, endpoint="kpi-events", events=len(fresh), created_at=utcnow()))
                 await session.flush()
             if fresh:
                 await self._insert_many(session, fresh)
-        stored = [
-            StoredEvent(None, r["domain"], r["metric"], r["success"], r["value"], r["actor"], r["correlation_id"],
-                        r["detail"], r["created_at"], r["event_id"])
-            for r in fresh
-        ]
-        return BatchResult(stored=len(fresh), duplicates=len(rows) - len(fresh)), stored
+        return BatchResult(stored=len(fresh), duplicates=len(rows) - len(fresh)), fresh
 
-    async def _insert_many(self, session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    async def _insert_many(self, session: AsyncSession, rows: list[StoredEvent]) -> None:
         if self._dialect == "postgresql":
             # COPY is PostgreSQL's bulk path; the session's transaction is already open (a statement ran).
             conn = await session.connection()
             if not conn.in_transaction():
                 await conn.exec_driver_sql("SELECT 1")
             raw = await conn.get_raw_connection()
-            # Built in one expression per row, in _COLUMNS order: the per-column generator was 7 % of batch ingest.
+            # A stored event's fields 1..9 are the record, in _COLUMNS order; only a detail needs converting.
             dumps = json.dumps
             records = [
-                (r["domain"], r["metric"], r["success"], r["value"], r["actor"], r["correlation_id"],
-                 None if r["detail"] is None else dumps(r["detail"]), r["created_at"], r["event_id"])
-                for r in rows
+                r[1:10] if r.detail is None else (*r[1:7], dumps(r.detail), r.created_at, r.event_id) for r in rows
             ]
             await raw.driver_connection.copy_records_to_table("kpi_event", records=records, columns=_COLUMNS)
         else:
-            for start in range(0, len(rows), _SQLITE_ROWS_PER_STATEMENT):
-                await session.execute(insert(KpiEvent).values(rows[start : start + _SQLITE_ROWS_PER_STATEMENT]))
+            params = [r.params() for r in rows]
+            for start in range(0, len(params), _SQLITE_ROWS_PER_STATEMENT):
+                await session.execute(insert(KpiEvent).values(params[start : start + _SQLITE_ROWS_PER_STATEMENT]))
 
     def _notify(self, stored: Sequence[StoredEvent]) -> None:
         if not stored:
@@ -263,4 +262,4 @@ async def _existing_events(session: AsyncSession, event_ids: list[str]) -> dict[
     if not event_ids:
         return {}
     res = await session.execute(select(KpiEvent).where(KpiEvent.event_id.in_(set(event_ids))))
-    return {e.event_id: StoredEvent(**{f: getattr(e, f) for f in ("id", *_COLUMNS)}) for e in res.scalars()}
+    return {e.event_id: StoredEvent(*(getattr(e, f) for f in _JSON_FIELDS)) for e in res.scalars()}
