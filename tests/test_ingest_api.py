@@ -165,6 +165,29 @@ async def test_concurrent_single_events_all_stored(client):
     assert await count_rows(client, KpiEvent) == 60
 
 
+async def test_concurrent_single_events_answer_with_their_own_row(client):
+    """Each acknowledged event of a shared group commit answers with the id of the row that holds its values."""
+    import asyncio
+
+    from sqlalchemy import select
+
+    from kpiguard.keys import SESSIONS
+
+    resps = await asyncio.gather(*[
+        client.post(KPI, json={"domain": "D", "metric": "m", "success": i % 3 == 0, "value": float(i)})
+        for i in range(80)
+    ])
+    answered = {}
+    for r in resps:
+        assert r.status == 201
+        body = await r.json()
+        answered[body["id"]] = (body["value"], body["success"])
+    async with client.app[SESSIONS]() as session:
+        stored = {e.id: (e.value, e.success) for e in (await session.execute(select(KpiEvent))).scalars()}
+    assert stored == answered
+    assert sorted(v for v, _ in stored.values()) == [float(i) for i in range(80)]
+
+
 # --- batches ---
 
 def _events(n: int, **extra: Any) -> list[dict[str, Any]]:
