@@ -13,12 +13,14 @@ from bisect import bisect_left
 from collections import Counter as Tally
 from collections import OrderedDict
 from collections.abc import Collection
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from kpiguard import __version__
 
 log = logging.getLogger(__name__)
+M = TypeVar("M", Counter, Gauge, Histogram)
 
 # KPI values are business numbers (ROI in dollars, scores, ratios): symmetric, roughly logarithmic.
 KPI_VALUE_BUCKETS = (
@@ -48,6 +50,26 @@ def observe_many(histogram: Histogram, values: Collection[float]) -> None:
     for i, n in Tally(bisect_left(bounds, v) for v in values).items():
         buckets[i].inc(n)
     total.inc(sum(values))
+
+
+class Children(Generic[M]):
+    """A labelled metric's children by label values, each looked up in the client library once.
+
+    ``labels()`` validates the values and takes a lock on every call; per request (the HTTP
+    metrics, a single event's batch size) that was a visible part of the request's own time. For
+    metrics whose children are never removed.
+    """
+
+    def __init__(self, metric: M) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *values: str) -> M:
+        """The child for these label values (as ``metric.labels(*values)``)."""
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
 
 
 class LabelGuard:
@@ -119,6 +141,7 @@ class Metrics:
             "kpiguard_ingest_batch_size_events", "Events per accepted ingest request.",
             ["endpoint"], buckets=BATCH_SIZE_BUCKETS, registry=registry,
         )
+        self.ingest_batch_size_by = Children(self.ingest_batch_size)
         self.ingest_duplicates = Counter(
             "kpiguard_ingest_duplicates", "Events or requests not stored again because their id or key was seen.",
             ["kind"], registry=registry,
@@ -146,6 +169,8 @@ class Metrics:
             "kpiguard_http_request_duration_seconds", "Time to answer an HTTP request.",
             ["route"], buckets=HTTP_DURATION_BUCKETS, registry=registry,
         )
+        self.http_requests_by = Children(self.http_requests)
+        self.http_duration_by = Children(self.http_duration)
 
         # --- tripwire (count windows computed by kpiguard, exported for the Prometheus rules) ---
         pm = ["domain", "metric"]

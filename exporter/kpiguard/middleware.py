@@ -50,8 +50,8 @@ async def metrics_middleware(request: web.Request, handler: web.Handler) -> web.
         raise
     finally:
         route = _route_label(request)
-        metrics.http_requests.labels(route, request.method, str(status)).inc()
-        metrics.http_duration.labels(route).observe(time.perf_counter() - start)
+        metrics.http_requests_by(route, request.method, str(status)).inc()
+        metrics.http_duration_by(route).observe(time.perf_counter() - start)
 
 
 @web.middleware

@@ -22,9 +22,13 @@ def _default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+# One encoder for every response: json.dumps with options builds a new JSONEncoder on each call.
+_encode = json.JSONEncoder(default=_default, allow_nan=False).encode
+
+
 def dumps(data: Any) -> str:
     """Serialise to JSON the way every kpiguard response does."""
-    return json.dumps(data, default=_default, allow_nan=False)
+    return _encode(data)
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

@@ -17,6 +17,7 @@ from kpiguard.validation import (
     JSON,
     NDJSON,
     decode_utf8,
+    media_type,
     ndjson_lines,
     parse_json,
     parse_ndjson_lines,
@@ -38,14 +39,25 @@ IDEMPOTENCY_KEY_MAX = 200
 @requires(Scope.INGEST)
 async def record_kpi(request: web.Request) -> web.Response:
     """Store one KPI event (JSON or form body); 201 with the stored event once committed."""
-    settings = request.app[SETTINGS]
-    data = await read_object(request, settings.max_body_bytes)
-    event = validate(KpiEventIn, data)
+    event = await _read_event(request, request.app[SETTINGS].max_body_bytes)
     stored = await request.app[WRITER].add_one(event)
-    request.app[METRICS].ingest_batch_size.labels("kpi").observe(1)
+    metrics = request.app[METRICS]
+    metrics.ingest_batch_size_by("kpi").observe(1)
     if stored.duplicate:
-        request.app[METRICS].ingest_duplicates.labels("kpi_event").inc()
+        metrics.ingest_duplicates.labels("kpi_event").inc()
     return json_response(stored.to_json(), status=200 if stored.duplicate else 201)
+
+
+async def _read_event(request: web.Request, limit: int) -> KpiEventFields:
+    """The request's event: a JSON body in one pydantic-core call, anything else (or an error) as always."""
+    body = await read_body(request, limit)
+    if media_type(request) == JSON:
+        try:
+            return _FAST_ONE.validate_json(body.decode())  # type: ignore[no-any-return]
+        except (ValidationError, UnicodeDecodeError):
+            pass  # the path below accepts it (a form-style "" value) or names the field exactly as before
+    # read_object reads the same body again: aiohttp keeps it after the first read
+    return validate(KpiEventIn, await read_object(request, limit))
 
 
 @routes.post("/api/v1/kpi-events")
@@ -68,7 +80,7 @@ async def record_kpi_batch(request: web.Request) -> web.Response:
         )
     result = await request.app[WRITER].add_batch(events, key)
     metrics = request.app[METRICS]
-    metrics.ingest_batch_size.labels("kpi-events").observe(len(events))
+    metrics.ingest_batch_size_by("kpi-events").observe(len(events))
     if result.duplicates:
         metrics.ingest_duplicates.labels("kpi_event").inc(result.duplicates)
     if result.replayed:

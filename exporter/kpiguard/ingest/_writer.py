@@ -134,8 +134,9 @@ class EventWriter:
             raise StorageError("the event writer is not running")
         fut: asyncio.Future[StoredEvent] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((_unstored((event,), utcnow())[0], fut))
-        # shield: a client that disconnects must not cancel the commit others share
-        return await asyncio.shield(fut)
+        # No shield needed: the commit runs in the writer's task, so a waiter that is cancelled (its
+        # client gone) cancels only its own future, which the writer then leaves alone.
+        return await fut
 
     async def _run(self) -> None:
         while True:
