@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 # SQLite allows 32,766 bound parameters in one statement; ten columns a row.
 _SQLITE_ROWS_PER_STATEMENT = 3000
 _COLUMNS = ("domain", "metric", "success", "value", "actor", "correlation_id", "detail", "created_at", "event_id")
+# Group commits in flight at once on PostgreSQL: events that arrive while one group waits for its
+# commit (an fsync) start the next at once instead of waiting for it.
+_PG_COMMITS_IN_FLIGHT = 2
 # A group of single events in one statement: one array per column, rows inserted in their order.
 _PG_INSERT_GROUP = (
     f"INSERT INTO kpi_event ({', '.join(_COLUMNS)}) "
@@ -109,6 +112,11 @@ class EventWriter:
         self._queue: asyncio.Queue[tuple[StoredEvent, asyncio.Future[StoredEvent]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._listeners: list[CommitListener] = []
+        # SQLite has one writer: a second commit in flight would only wait for the lock.
+        self._slots = asyncio.Semaphore(_PG_COMMITS_IN_FLIGHT if self._dialect == "postgresql" else 1)
+        self._commits: set[asyncio.Task[None]] = set()
+        # Groups that look up event_ids run one at a time, so two of them never insert the same event_id.
+        self._event_id_groups = asyncio.Lock()
 
     def add_listener(self, listener: CommitListener) -> None:
         """Call ``listener`` with the stored rows after every commit."""
@@ -140,32 +148,44 @@ class EventWriter:
 
     async def _run(self) -> None:
         while True:
+            # A free slot first, then the events: while every slot commits, events gather into one group.
+            await self._slots.acquire()
             first = await self._queue.get()
             group = [first]
             while len(group) < self._flush_max and not self._queue.empty():
                 group.append(self._queue.get_nowait())
-            try:
-                stored = await self._commit_group([row for row, _ in group])
-            except Exception as exc:  # the whole group failed: every waiter hears it, none is acknowledged
-                log.error("storing %d KPI events failed: %s", len(group), exc)
-                err = StorageError(f"the database did not store the event: {type(exc).__name__}")
-                for _, fut in group:
-                    if not fut.done():
-                        fut.set_exception(err)
-            else:
-                for (_, fut), ev in zip(group, stored, strict=True):
-                    if not fut.done():
-                        fut.set_result(ev)
-                self._notify([ev for ev in stored if not ev.duplicate])
-            finally:
-                for _ in group:
-                    self._queue.task_done()
+            task = asyncio.create_task(self._commit_and_answer(group))
+            self._commits.add(task)
+            task.add_done_callback(self._commit_done)
+
+    def _commit_done(self, task: asyncio.Task[None]) -> None:
+        self._commits.discard(task)
+        self._slots.release()
+
+    async def _commit_and_answer(self, group: list[tuple[StoredEvent, asyncio.Future[StoredEvent]]]) -> None:
+        """Commit one group and answer its waiters: each its stored event, or all the same error."""
+        try:
+            stored = await self._commit_group([row for row, _ in group])
+        except Exception as exc:  # the whole group failed: every waiter hears it, none is acknowledged
+            log.error("storing %d KPI events failed: %s", len(group), exc)
+            err = StorageError(f"the database did not store the event: {type(exc).__name__}")
+            for _, fut in group:
+                if not fut.done():
+                    fut.set_exception(err)
+        else:
+            for (_, fut), ev in zip(group, stored, strict=True):
+                if not fut.done():
+                    fut.set_result(ev)
+            self._notify([ev for ev in stored if not ev.duplicate])
+        finally:
+            for _ in group:
+                self._queue.task_done()
 
     async def _commit_group(self, rows: list[StoredEvent]) -> list[StoredEvent]:
         """Insert the rows in one transaction; a row whose event_id is known answers with the stored event."""
         if self._dialect == "postgresql" and not any(r.event_id for r in rows):
             return await self._pg_insert_group(rows)
-        async with self._sessions() as session, session.begin():
+        async with self._event_id_groups, self._sessions() as session, session.begin():
             prior = await _existing_events(session, [r.event_id for r in rows if r.event_id])
             fresh: list[StoredEvent] = []
             claimed: set[str] = set()
