@@ -165,9 +165,13 @@ async def test_concurrent_single_events_all_stored(client):
     assert await count_rows(client, KpiEvent) == 60
 
 
-async def test_concurrent_single_events_answer_with_their_own_row(client):
+@pytest.mark.parametrize("rows_per_statement", [3000, 7])
+async def test_concurrent_single_events_answer_with_their_own_row(client, monkeypatch, rows_per_statement):
     """Each acknowledged event of a shared group commit answers with the id of the row that holds its values."""
     import asyncio
+
+    # 7: SQLite splits a group's INSERT into statements of 7 rows, all in the group's one transaction
+    monkeypatch.setattr("kpiguard.ingest._writer._SQLITE_ROWS_PER_STATEMENT", rows_per_statement)
 
     from sqlalchemy import select
 
@@ -186,6 +190,25 @@ async def test_concurrent_single_events_answer_with_their_own_row(client):
         stored = {e.id: (e.value, e.success) for e in (await session.execute(select(KpiEvent))).scalars()}
     assert stored == answered
     assert sorted(v for v, _ in stored.values()) == [float(i) for i in range(80)]
+
+
+async def test_failed_group_commit_is_503_and_the_next_event_is_stored(client):
+    """A group commit the database refuses answers 503 (retry) and stores nothing; once it can, events are stored."""
+    engine = client.app[ENGINE]
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql("ALTER TABLE kpi_event RENAME TO kpi_event_away")
+    try:
+        resp = await client.post(KPI, json=SEED_EVENT)
+        assert resp.status == 503
+        assert resp.headers["Retry-After"] == "1"
+        assert (await resp.json())["error"]["code"] == "storage_unavailable"
+    finally:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("ALTER TABLE kpi_event_away RENAME TO kpi_event")
+    assert await count_rows(client, KpiEvent) == 0
+    for _ in range(2):
+        assert (await client.post(KPI, json=SEED_EVENT)).status == 201
+    assert await count_rows(client, KpiEvent) == 2
 
 
 # --- batches ---

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from kpiguard.db._types import utcnow
 from kpiguard.db.models import IngestRequest, KpiEvent
@@ -34,6 +34,8 @@ _COLUMNS = ("domain", "metric", "success", "value", "actor", "correlation_id", "
 # Group commits in flight at once on PostgreSQL: events that arrive while one group waits for its
 # commit (an fsync) start the next at once instead of waiting for it.
 _PG_COMMITS_IN_FLIGHT = 2
+_SQLITE_INSERT_GROUP = f"INSERT INTO kpi_event ({', '.join(_COLUMNS)}) VALUES "
+_SQLITE_ROW = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
 # A group of single events in one statement: one array per column, rows inserted in their order.
 _PG_INSERT_GROUP = (
     f"INSERT INTO kpi_event ({', '.join(_COLUMNS)}) "
@@ -117,6 +119,11 @@ class EventWriter:
         self._commits: set[asyncio.Task[None]] = set()
         # Groups that look up event_ids run one at a time, so two of them never insert the same event_id.
         self._event_id_groups = asyncio.Lock()
+        # SQLite: the group commit keeps one connection, and converts values as the ORM would store them.
+        self._sqlite_conn: AsyncConnection | None = None
+        self._sqlite_binds = [
+            KpiEvent.__table__.c[c].type.dialect_impl(engine.dialect).bind_processor(engine.dialect) for c in _COLUMNS
+        ]
 
     def add_listener(self, listener: CommitListener) -> None:
         """Call ``listener`` with the stored rows after every commit."""
@@ -135,6 +142,9 @@ class EventWriter:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
+        if self._sqlite_conn is not None:
+            await self._sqlite_conn.close()
+            self._sqlite_conn = None
 
     async def add_one(self, event: KpiEventFields) -> StoredEvent:
         """Store one event; returns once it is committed."""
@@ -183,8 +193,11 @@ class EventWriter:
 
     async def _commit_group(self, rows: list[StoredEvent]) -> list[StoredEvent]:
         """Insert the rows in one transaction; a row whose event_id is known answers with the stored event."""
-        if self._dialect == "postgresql" and not any(r.event_id for r in rows):
-            return await self._pg_insert_group(rows)
+        if not any(r.event_id for r in rows):
+            if self._dialect == "postgresql":
+                return await self._pg_insert_group(rows)
+            if self._dialect == "sqlite":
+                return await self._sqlite_insert_group(rows)
         async with self._event_id_groups, self._sessions() as session, session.begin():
             prior = await _existing_events(session, [r.event_id for r in rows if r.event_id])
             fresh: list[StoredEvent] = []
@@ -234,6 +247,41 @@ class EventWriter:
                 raise
         # ids come from the sequence in the SELECT's ORDER BY order (as SQLAlchemy's insertmanyvalues
         # relies on), so sorted they belong to the rows in order
+        ids = sorted(rec[0] for rec in found)
+        new = tuple.__new__
+        return [new(StoredEvent, (i, *r[1:])) for r, i in zip(rows, ids, strict=True)]
+
+    async def _sqlite_insert_group(self, rows: list[StoredEvent]) -> list[StoredEvent]:
+        """Insert events without an event_id with one INSERT ... RETURNING and a COMMIT: two thread hops.
+
+        Each aiosqlite call is a hop to the connection's thread and back; the ORM session took six
+        per group (cursor, execute, fetchall, close, commit, the pool's reset), and on a busy
+        machine every hop waits for the scheduler: the server sat idle between group commits.
+        """
+        binds = self._sqlite_binds
+        if self._sqlite_conn is None:
+            self._sqlite_conn = await self._engine.connect()
+        conn = self._sqlite_conn
+        raw = (await conn.get_raw_connection()).driver_connection
+        assert raw is not None
+        try:
+            # pysqlite begins the transaction before the INSERT; the write is durable once commit returns
+            found: list[Any] = []
+            for start in range(0, len(rows), _SQLITE_ROWS_PER_STATEMENT):
+                chunk = rows[start : start + _SQLITE_ROWS_PER_STATEMENT]
+                params = [v if bind is None else bind(v) for r in chunk for v, bind in zip(r[1:10], binds, strict=True)]
+                sql = _SQLITE_INSERT_GROUP + ", ".join([_SQLITE_ROW] * len(chunk)) + " RETURNING id"
+                found.extend(await raw.execute_fetchall(sql, params))
+            await raw.commit()
+        except BaseException:
+            self._sqlite_conn = None
+            with contextlib.suppress(Exception):
+                await raw.rollback()
+            with contextlib.suppress(Exception):
+                await conn.invalidate()
+                await conn.close()
+            raise
+        # SQLite gives the rows of one INSERT consecutive rowids in VALUES order (it holds the write lock)
         ids = sorted(rec[0] for rec in found)
         new = tuple.__new__
         return [new(StoredEvent, (i, *r[1:])) for r, i in zip(rows, ids, strict=True)]
