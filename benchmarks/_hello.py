@@ -26,6 +26,7 @@ def main() -> None:
     app = web.Application()
     app.router.add_get("/", ok)
     app.router.add_post("/{tail:.*}", hello)
+    # As `kpiguard serve` runs by default: asyncio's own event loop, no access log.
     web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
 
 

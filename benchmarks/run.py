@@ -224,7 +224,8 @@ def bench_single(rep: Report, sz: Sizes, work: Path) -> None:
         rep.add(Row("single", f"single-event POST, {store} ÷ aiohttp hello-world", fmt(load.rps, "req/s"),
                     f"hello-world {fmt(hello_l.rps, 'req/s')} (p99 {fmt(hello_l.p99_ms or 0, 'ms')})",
                     f"{load.rps / hello_l.rps:.2f}×", "≥ 0.5×", load.rps >= 0.5 * hello_l.rps,
-                    f"{tool}, {conns} connections"))
+                    f"{tool}, {conns} connections; both on asyncio's default event loop, "
+                    "neither with an access log"))
         if pgw_l is None:
             rep.add(Row("single", f"single-event POST, {store} ÷ Pushgateway", fmt(load.rps, "req/s"),
                         "Pushgateway not installed", "not measured in this run", "≥ 1×", None))

@@ -37,6 +37,22 @@ def test_serve_with_no_configuration_runs_the_seed_curl(tmp_path):
     assert (tmp_path / "kpiguard.db").exists()
 
 
+def test_access_log_is_off_unless_asked_for(tmp_path):
+    """`kpiguard serve --access-log` logs each request line with its status; without the flag nothing is logged."""
+    for flag, expected in (("--access-log", True), (None, False)):
+        port = free_port()
+        args = (flag,) if flag else ()
+        proc = start_kpiguard(*args, cwd=tmp_path, env=kpiguard_env(), port=port)
+        try:
+            status, _ = _post(f"http://127.0.0.1:{port}/api/governance/regression/kpi",
+                              {"domain": "D", "metric": "m", "success": True})
+            assert status == 201
+        finally:
+            stop(proc)
+        log = (tmp_path / f"kpiguard-{port}.log").read_text()
+        assert ('"POST /api/governance/regression/kpi HTTP/1.1" 201' in log) is expected, log
+
+
 def test_invalid_setting_stops_start_up_naming_it(tmp_path):
     """An invalid setting exits 2 with the setting's name and the reason."""
     result = run_kpiguard("serve", cwd=tmp_path, env=kpiguard_env(port="-1"))

@@ -25,6 +25,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, help="YAML settings file (KPIGUARD_* variables override it)")
     serve.add_argument("--host", help="bind address (overrides the settings)")
     serve.add_argument("--port", type=int, help="bind port (overrides the settings)")
+    serve.add_argument("--access-log", action="store_true",
+                       help="log every request on the aiohttp.access logger (off by default: it costs CPU per request)")
 
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
@@ -80,8 +82,14 @@ def _serve(args: argparse.Namespace) -> int:
     _setup_logging(settings)
     log.info("kpiguard %s on http://%s:%d, store %s", __version__, settings.host, settings.port,
              settings.database_url.split("@")[-1])
+    # No access log unless asked for: formatting and writing a line per request was a measurable
+    # part of a request's time (benchmarks/FINDINGS.md); the benchmark's hello-world peer runs without one too.
+    access_log = None
+    if args.access_log:
+        access_log = logging.getLogger("aiohttp.access")
+        access_log.setLevel(logging.INFO)
     web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None,
-                access_log=None, handle_signals=True)
+                access_log=access_log, handle_signals=True)
     return 0
 
 

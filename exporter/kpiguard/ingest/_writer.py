@@ -102,7 +102,7 @@ def _unstored(events: Sequence[KpiEventFields], now: datetime) -> list[StoredEve
 
 
 class EventWriter:
-    """Writes KPI events; single events are group-committed by one background task."""
+    """Writes KPI events; single events are group-committed by a background task (two groups in flight on PostgreSQL)."""
 
     def __init__(
         self, sessions: async_sessionmaker[AsyncSession], *, engine: AsyncEngine, flush_max_events: int
