@@ -1,4 +1,4 @@
-"""The evaluation's database reads on SQLite and PostgreSQL: windows summed in SQL equal those of the events."""
+"""The evaluation's database reads and writes on SQLite and PostgreSQL: windows summed in SQL, the latch."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from kpiguard import audit
 from kpiguard.db.models import KpiEvent, RegressionState
 from kpiguard.keys import SESSIONS
 from kpiguard.tripwire import Aggregation, Policy, event_value, split_windows
-from kpiguard.tripwire._store import newest_events, read_round, upsert_policy
+from kpiguard.tripwire._store import latch_and_write_state, newest_events, read_round, upsert_policy, write_states
 
 # (domain, metric, window, baseline, aggregation, events): fewer events than the windows, exactly
 # enough, more; a mean policy whose events carry no value half the time.
@@ -96,3 +96,33 @@ async def test_round_of_an_unknown_pair_is_empty(client):
     """A pair without a policy reads as no rounds at all."""
     async with client.app[SESSIONS]() as session:
         assert await read_round(session, ("NOPE", "m")) == []
+
+
+def _write(state_id: int, *, read_rearm: int | None, clear_rearm: bool = False) -> dict:
+    return {"p_id": state_id, "p_baseline": 0.9, "p_current": 0.5, "p_drop_fraction": 0.44, "p_recent_events": 10,
+            "p_baseline_events": 40, "p_evidence": None, "p_last_checked_at": datetime.now(UTC), "p_note": "n",
+            "p_triggered": None, "p_clear_rearm": clear_rearm, "p_read_rearm": read_rearm}
+
+
+async def test_latch_flips_once_and_not_over_a_re_enable_it_did_not_read(client):
+    """The latch succeeds once; an evaluation that read an older re-arm mark latches nothing and clears nothing."""
+    await _load(client)
+    async with client.app[SESSIONS]() as session:
+        ids = {r.policy.key: r.state["id"] for r in await read_round(session)}
+    sid, other = ids[("W", "few")], ids[("W", "exact")]
+    now = datetime.now(UTC)
+    async with client.app[SESSIONS]() as session, session.begin():
+        # a re-enable set rearm_after_id = 5 after this evaluation read None
+        await session.execute(update(RegressionState).where(RegressionState.id == sid).values(rearm_after_id=5))
+        assert not await latch_and_write_state(session, _write(sid, read_rearm=None), now)
+        # two rows: PostgreSQL writes them in one UPDATE from arrays
+        await write_states(session, [_write(sid, read_rearm=None, clear_rearm=True),
+                                     _write(other, read_rearm=None, clear_rearm=True)])
+    async with client.app[SESSIONS]() as session, session.begin():
+        (r,) = await read_round(session, ("W", "few"))
+        assert r.state["rearm_after_id"] == 5 and r.state["triggered"] is False
+        assert await latch_and_write_state(session, _write(sid, read_rearm=5, clear_rearm=True), now)
+        assert not await latch_and_write_state(session, _write(sid, read_rearm=None), now)
+    async with client.app[SESSIONS]() as session:
+        (r,) = await read_round(session, ("W", "few"))
+    assert r.state["triggered"] is True and r.state["rearm_after_id"] is None

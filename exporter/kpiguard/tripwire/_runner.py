@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from kpiguard import audit, enforcement
 from kpiguard.db._types import utcnow
+from kpiguard.db.engine import write_lock
 from kpiguard.db.models import RegressionState
 from kpiguard.errors import NotFound
 from kpiguard.ingest import StoredEvent
@@ -67,15 +68,16 @@ class Evaluator:
     # --- evaluation ---
 
     async def evaluate_one(self, domain: str, metric: str, *, actor: str | None, source: audit.Source) -> Verdict:
-        """Evaluate one policy in one transaction; NotFound if there is none."""
-        async with self._sessions() as session, session.begin():
+        """Evaluate one policy; the latch and the action share one transaction. NotFound if there is no policy."""
+        async with self._sessions() as session:
+            await _autocommit(session)
             start = time.perf_counter()
             rounds = await read_round(session, (domain, metric))
             if not rounds:
                 raise NotFound(f"no regression policy for {domain}.{metric}", field="domain,metric")
             verdict = await self._evaluate(session, rounds[0], start, actor=actor, source=source)
         if verdict.enforced is not None:
-            await self.refresh_enforcement_gauges()
+            self._export_enforced(verdict.policy)
         return verdict
 
     async def evaluate_all(self, *, actor: str | None, source: audit.Source) -> list[Verdict]:
@@ -87,10 +89,11 @@ class Evaluator:
         start = time.perf_counter()
         verdicts: dict[tuple[str, str], Verdict] = {}
         alone: list[tuple[str, str]] = []
-        async with self._sessions() as session, session.begin():
+        async with self._sessions() as session:
             # Profiled: one transaction and five round trips per policy bounded evaluate-all at a few
             # hundred policies a second; then the ORM's loading and flushing of 100 states a round did.
-            # Now one statement reads policies, states and windows, and one executemany writes states.
+            # Now one statement reads policies, states and windows, and one statement writes states.
+            await _autocommit(session)
             rounds = await read_round(session)
             keys = [r.policy.key for r in rounds]
             self._watched = set(keys)
@@ -111,7 +114,8 @@ class Evaluator:
                 self._export(policy, ev, values["triggered"])
                 self._metrics.evaluations.labels(_result(ev, step.armed)).inc()
                 verdicts[policy.key] = Verdict(policy, ev, state_json(values, policy), None)
-            await write_states(session, writes)
+            async with write_lock(session.bind):
+                await write_states(session, writes)
         if verdicts:
             each = (time.perf_counter() - start) / len(verdicts)
             observe = self._metrics.evaluation_duration.labels(source.value).observe
@@ -123,6 +127,7 @@ class Evaluator:
 
     async def _evaluate(self, session: AsyncSession, r: PolicyRound, start: float, *, actor: str | None,
                         source: audit.Source) -> Verdict:
+        """Evaluate a policy read in ``session`` (autocommit); a latch opens a transaction of its own."""
         policy, state = r.policy, r.state
         if state is None:
             row = await get_state_row(session, policy.domain, policy.metric)
@@ -132,15 +137,21 @@ class Evaluator:
         step = decide(policy, state, ev, r.fresh)
         values = _state_values(state, ev, step, now)
         enforced: enforcement.Outcome | None = None
-        # The latch and the state are one UPDATE: the action runs only for the evaluation that flipped it.
-        if step.latch and await latch_and_write_state(session, _params(values, step), now):
-            values["triggered"], values["last_triggered_at"] = True, now
-            enforced = await self._act(session, policy, ev, actor=actor, source=source)
+        if step.latch:
+            # The latch and the state are one conditional UPDATE, in the action's transaction: the
+            # action runs once, for the evaluation that flipped the trigger, or not at all.
+            async with write_lock(session.bind), self._sessions() as tx, tx.begin():
+                if await latch_and_write_state(tx, _params(values, step), now):
+                    values["last_triggered_at"] = now
+                    enforced = await self._act(tx, policy, ev, actor=actor, source=source)
+                else:  # another evaluation flipped it first
+                    await write_states(tx, [_params(values, step)])
+            values["triggered"] = True
         else:
-            # Not latched here (or lost the race to another evaluation): the state is written as read.
-            await write_states(session, [_params(values, step)])
-            if step.latch:
-                values["triggered"] = True
+            # Each statement commits by itself: a state write is one UPDATE, and under READ COMMITTED
+            # a transaction around the read and the write would hold nothing more (no rows locked).
+            async with write_lock(session.bind):
+                await write_states(session, [_params(values, step)])
         self._export(policy, ev, values["triggered"])
         self._metrics.evaluations.labels(_result(ev, step.armed)).inc()
         self._metrics.evaluation_duration.labels(source.value).observe(time.perf_counter() - start)
@@ -164,6 +175,17 @@ class Evaluator:
         self._metrics.enforcement_actions.labels(policy.action.value, source.value).inc()
         log.warning("tripwire %s.%s triggered: %s -> %s", policy.domain, policy.metric, ev.note, reason)
         return outcome
+
+    def _export_enforced(self, policy: Policy) -> None:
+        """Set the gauge of what the policy's action changed; the action committed, the state is known.
+
+        Reading every engine's risk policy back (refresh_enforcement_gauges) cost two more round trips
+        and a load of every risk policy right when clients check whether the engine is stopped.
+        """
+        if policy.action is Action.THROTTLE:
+            self._metrics.risk_policy_enabled.labels(policy.domain).set(0)
+        else:
+            self._metrics.kill_switch.set(1)
 
     def _export(self, policy: Policy, ev: Evaluation, triggered: bool) -> None:
         children = self._gauges.get(policy.key)
@@ -240,6 +262,11 @@ class Evaluator:
         self._metrics.kill_switch.set(1 if state.kill_switch_engaged else 0)
 
 
+async def _autocommit(session: AsyncSession) -> None:
+    """Run the session's statements without BEGIN and COMMIT: two round trips fewer on PostgreSQL."""
+    await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+
+
 class _Gauges(NamedTuple):
     """The set() of one pair's regression gauges."""
 
@@ -262,6 +289,7 @@ class Step:
     clear_rearm: bool  # re-armed now: forget rearm_after_id
     latch: bool  # flip the trigger and act (if no other evaluation flipped it first)
     triggered: bool | None  # the state's new triggered flag; None: leave it to the latch
+    read_rearm: int | None  # the state's rearm_after_id as read: latch and clear only if it is unchanged
 
 
 def decide(policy: Policy, state: Mapping[str, Any], ev: Evaluation, fresh: int) -> Step:
@@ -281,9 +309,9 @@ def decide(policy: Policy, state: Mapping[str, Any], ev: Evaluation, fresh: int)
     acts = policy.enabled and not policy.dry_run
     if ev.triggered and armed and acts:
         # Already latched: nothing to flip, the note is the verdict's (as when another evaluation flipped it).
-        return Step(note, armed, clear_rearm, not state["triggered"], None)
+        return Step(note, armed, clear_rearm, not state["triggered"], None, state["rearm_after_id"])
     return Step(_quiet_note(policy, state, ev, note, armed=armed), armed, clear_rearm, False,
-                None if acts else ev.triggered and armed)
+                None if acts else ev.triggered and armed, state["rearm_after_id"])
 
 
 def _quiet_note(policy: Policy, state: Mapping[str, Any], ev: Evaluation, note: str, *, armed: bool) -> str:
@@ -322,7 +350,7 @@ def _params(values: Mapping[str, Any], step: Step) -> dict[str, Any]:
         "p_drop_fraction": values["drop_fraction"], "p_recent_events": values["recent_events"],
         "p_baseline_events": values["baseline_events"], "p_evidence": values["evidence"],
         "p_last_checked_at": values["last_checked_at"], "p_note": values["note"],
-        "p_triggered": step.triggered, "p_clear_rearm": step.clear_rearm,
+        "p_triggered": step.triggered, "p_clear_rearm": step.clear_rearm, "p_read_rearm": step.read_rearm,
     }
 
 

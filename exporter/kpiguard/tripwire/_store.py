@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Float, Integer, and_, bindparam, case, column, func, literal, null, select, text, union_all, update
+from sqlalchemy import BigInteger, Boolean, Float, Integer, and_, bindparam, case, column, func, literal, null, select, text, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kpiguard import audit, enforcement
@@ -367,8 +367,9 @@ async def read_round(session: AsyncSession, key: tuple[str, str] | None = None) 
 
 
 # One statement for any number of states (an executemany): the columns an evaluation writes;
-# ``triggered`` only where given (a policy that acts is latched by latch_trigger alone, never
-# written back from a possibly stale read), ``rearm_after_id`` cleared only once re-armed.
+# ``triggered`` only where given (a policy that acts is latched by latch_and_write_state alone,
+# never written back from a possibly stale read), ``rearm_after_id`` cleared once re-armed, and
+# only if it is still the one the evaluation read (a re-enable in between set a new one).
 _WRITE_STATE = (
     update(_STATE)
     .where(_STATE.c.id == bindparam("p_id"))
@@ -379,7 +380,11 @@ _WRITE_STATE = (
         last_checked_at=bindparam("p_last_checked_at", type_=_STATE.c.last_checked_at.type),
         note=bindparam("p_note"),
         triggered=func.coalesce(bindparam("p_triggered", type_=Boolean), _STATE.c.triggered),
-        rearm_after_id=case((bindparam("p_clear_rearm", type_=Boolean), null()), else_=_STATE.c.rearm_after_id),
+        rearm_after_id=case(
+            (and_(bindparam("p_clear_rearm", type_=Boolean), _STATE.c.rearm_after_id == bindparam("p_read_rearm")),
+             null()),
+            else_=_STATE.c.rearm_after_id,
+        ),
     )
 )
 
@@ -391,13 +396,13 @@ UPDATE regression_state AS s
 SET baseline = v.baseline, current = v.current, drop_fraction = v.drop_fraction, recent_events = v.recent_events,
     baseline_events = v.baseline_events, evidence = CAST(v.evidence AS json), last_checked_at = v.last_checked_at,
     note = v.note, triggered = COALESCE(v.triggered, s.triggered),
-    rearm_after_id = CASE WHEN v.clear_rearm THEN NULL ELSE s.rearm_after_id END
+    rearm_after_id = CASE WHEN v.clear_rearm AND s.rearm_after_id = v.read_rearm THEN NULL ELSE s.rearm_after_id END
 FROM unnest(CAST(:p_id AS int[]), CAST(:p_baseline AS float8[]), CAST(:p_current AS float8[]),
             CAST(:p_drop_fraction AS float8[]), CAST(:p_recent_events AS int[]), CAST(:p_baseline_events AS int[]),
             CAST(:p_evidence AS text[]), CAST(:p_last_checked_at AS timestamptz[]), CAST(:p_note AS text[]),
-            CAST(:p_triggered AS bool[]), CAST(:p_clear_rearm AS bool[]))
+            CAST(:p_triggered AS bool[]), CAST(:p_clear_rearm AS bool[]), CAST(:p_read_rearm AS bigint[]))
      AS v(id, baseline, current, drop_fraction, recent_events, baseline_events, evidence, last_checked_at, note,
-          triggered, clear_rearm)
+          triggered, clear_rearm, read_rearm)
 WHERE s.id = v.id
 """)
 
@@ -415,10 +420,15 @@ async def write_states(session: AsyncSession, values: Sequence[Mapping[str, Any]
 
 
 async def latch_and_write_state(session: AsyncSession, values: Mapping[str, Any], now: datetime) -> bool:
-    """Latch the trigger and store the evaluation in one UPDATE; True only for the one caller that flipped it."""
+    """Latch the trigger and store the evaluation in one UPDATE; True only for the one caller that flipped it.
+
+    Only a state still untriggered and with the re-arm mark the evaluation read is latched: a re-enable
+    between the read and the latch makes the evaluation that read the older state act on nothing.
+    """
     stmt = (
         _WRITE_STATE.values(triggered=True, last_triggered_at=now)
-        .where(_STATE.c.triggered.is_(False))
+        .where(_STATE.c.triggered.is_(False),
+               _STATE.c.rearm_after_id.is_not_distinct_from(bindparam("p_read_rearm", type_=BigInteger)))
     )
     result = await session.execute(stmt, dict(values))
     return result.rowcount == 1
