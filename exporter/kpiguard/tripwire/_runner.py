@@ -23,7 +23,6 @@ from kpiguard.metrics import Metrics
 from kpiguard.tripwire._evaluate import Evaluation, evaluate
 from kpiguard.tripwire._policy import Action, Policy
 from kpiguard.tripwire._store import (
-    PolicyRound,
     get_state_row,
     latch_and_write_state,
     list_policies,
@@ -69,22 +68,52 @@ class Evaluator:
 
     async def evaluate_one(self, domain: str, metric: str, *, actor: str | None, source: audit.Source) -> Verdict:
         """Evaluate one policy; the latch and the action share one transaction. NotFound if there is no policy."""
+        start = time.perf_counter()
+        bind = self._sessions.kw["bind"]
         async with self._sessions() as session:
             await _autocommit(session)
-            start = time.perf_counter()
             rounds = await read_round(session, (domain, metric))
             if not rounds:
                 raise NotFound(f"no regression policy for {domain}.{metric}", field="domain,metric")
-            verdict = await self._evaluate(session, rounds[0], start, actor=actor, source=source)
-        if verdict.enforced is not None:
-            self._export_enforced(verdict.policy)
-        return verdict
+            r = rounds[0]
+            policy, state = r.policy, r.state
+            if state is None:
+                row = await get_state_row(session, policy.domain, policy.metric)
+                state = {c.name: getattr(row, c.name) for c in RegressionState.__table__.columns}
+            ev = evaluate(policy, r.recent, r.baseline)
+            now = utcnow()
+            step = decide(policy, state, ev, r.fresh)
+            values = _state_values(state, ev, step, now)
+            if not step.latch:
+                # Each statement commits by itself: a state write is one UPDATE, and under READ
+                # COMMITTED a transaction around the read and the write would hold nothing more.
+                async with write_lock(bind):
+                    await write_states(session, [_params(values, step)])
+        # The read's connection is back in the pool before the latch takes one: ten evaluations at
+        # once must not each hold one connection while they wait for a second.
+        enforced: enforcement.Outcome | None = None
+        if step.latch:
+            # The latch and the state are one conditional UPDATE, in the action's transaction: the
+            # action runs once, for the evaluation that flipped the trigger, or not at all.
+            async with write_lock(bind), self._sessions() as tx, tx.begin():
+                if await latch_and_write_state(tx, _params(values, step), now):
+                    values["last_triggered_at"] = now
+                    enforced = await self._act(tx, policy, ev, actor=actor, source=source)
+                else:  # another evaluation flipped it first
+                    await write_states(tx, [_params(values, step)])
+            values["triggered"] = True
+        self._export(policy, ev, values["triggered"])
+        self._metrics.evaluations.labels(_result(ev, step.armed)).inc()
+        self._metrics.evaluation_duration.labels(source.value).observe(time.perf_counter() - start)
+        if enforced is not None:
+            self._export_enforced(policy)
+        return Verdict(policy, ev, state_json(values, policy), enforced)
 
     async def evaluate_all(self, *, actor: str | None, source: audit.Source) -> list[Verdict]:
-        """Evaluate every enabled policy; those that enforce nothing share one transaction and one read.
+        """Evaluate every enabled policy; those that enforce nothing share one read and one write.
 
-        A policy that would enforce (or has no state row yet) is evaluated again by :meth:`evaluate_one`
-        in its own transaction, so that an action runs exactly as it does after ingest.
+        A policy that would latch (or has no state row yet) is evaluated again by :meth:`evaluate_one`,
+        so that an action runs exactly as it does after ingest.
         """
         start = time.perf_counter()
         verdicts: dict[tuple[str, str], Verdict] = {}
@@ -124,38 +153,6 @@ class Evaluator:
         for domain, metric in alone:
             verdicts[(domain, metric)] = await self.evaluate_one(domain, metric, actor=actor, source=source)
         return [verdicts[k] for k in keys]
-
-    async def _evaluate(self, session: AsyncSession, r: PolicyRound, start: float, *, actor: str | None,
-                        source: audit.Source) -> Verdict:
-        """Evaluate a policy read in ``session`` (autocommit); a latch opens a transaction of its own."""
-        policy, state = r.policy, r.state
-        if state is None:
-            row = await get_state_row(session, policy.domain, policy.metric)
-            state = {c.name: getattr(row, c.name) for c in RegressionState.__table__.columns}
-        ev = evaluate(policy, r.recent, r.baseline)
-        now = utcnow()
-        step = decide(policy, state, ev, r.fresh)
-        values = _state_values(state, ev, step, now)
-        enforced: enforcement.Outcome | None = None
-        if step.latch:
-            # The latch and the state are one conditional UPDATE, in the action's transaction: the
-            # action runs once, for the evaluation that flipped the trigger, or not at all.
-            async with write_lock(session.bind), self._sessions() as tx, tx.begin():
-                if await latch_and_write_state(tx, _params(values, step), now):
-                    values["last_triggered_at"] = now
-                    enforced = await self._act(tx, policy, ev, actor=actor, source=source)
-                else:  # another evaluation flipped it first
-                    await write_states(tx, [_params(values, step)])
-            values["triggered"] = True
-        else:
-            # Each statement commits by itself: a state write is one UPDATE, and under READ COMMITTED
-            # a transaction around the read and the write would hold nothing more (no rows locked).
-            async with write_lock(session.bind):
-                await write_states(session, [_params(values, step)])
-        self._export(policy, ev, values["triggered"])
-        self._metrics.evaluations.labels(_result(ev, step.armed)).inc()
-        self._metrics.evaluation_duration.labels(source.value).observe(time.perf_counter() - start)
-        return Verdict(policy, ev, state_json(values, policy), enforced)
 
     async def _act(self, session: AsyncSession, policy: Policy, ev: Evaluation, *, actor: str | None,
                    source: audit.Source) -> enforcement.Outcome | None:
