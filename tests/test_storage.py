@@ -15,7 +15,7 @@ from kpiguard.keys import ENGINE, SESSIONS
 
 
 async def test_migration_creates_schema_with_window_index(client):
-    """The migration creates kpi_event with the (domain, metric, created_at, id) index and reaches head."""
+    """The migrations create kpi_event with the covering window index (and not the one it replaced) and reach head."""
     engine = client.app[ENGINE]
     async with engine.connect() as conn:
         indexes = await conn.run_sync(lambda c: inspect(c).get_indexes("kpi_event"))
@@ -23,8 +23,9 @@ async def test_migration_creates_schema_with_window_index(client):
     assert {"id", "domain", "metric", "success", "value", "actor", "correlation_id", "detail", "created_at"} <= set(
         columns
     )
-    window = [ix for ix in indexes if ix["name"] == "ix_kpi_event_domain_metric_created_at"]
-    assert window and window[0]["column_names"] == ["domain", "metric", "created_at", "id"]
+    window = [ix for ix in indexes if ix["name"] == "ix_kpi_event_window"]
+    assert window and window[0]["column_names"] == ["domain", "metric", "created_at", "id", "success", "value"]
+    assert "ix_kpi_event_domain_metric_created_at" not in {ix["name"] for ix in indexes}
     assert await migrate.current_revision(engine) == migrate.head_revision()
 
 

@@ -241,6 +241,26 @@ async def test_evaluation_read_before_a_re_enable_cannot_latch_after_it(client):
         assert await latch_trigger(session, "WHOLESALE", "contract_rate", utcnow()) is True
 
 
+@pytest.mark.parametrize(("guard", "bad", "fires"), [
+    ("evidence", 0.20, True),  # the testing flow: a sure drop far past 20%
+    ("evidence", 0.75, False),  # 21%: past the threshold, not surely: the guard holds it
+    ("none", 0.75, True),  # the seed's plain rule fires on it
+])
+async def test_firing_gauge_is_the_evaluators_verdict(client, guard, bad, fires):
+    """kpiguard_regression_firing (what the guarded alert reads) is 1 exactly when the evaluation triggers, armed."""
+    await client.post(UPSERT, json={"domain": "WHOLESALE", "metric": "contract_rate", "enabled": True,
+                                    "guard": guard})
+    await send(client, "WHOLESALE", "contract_rate", successes(200, 0.95) + successes(50, bad))
+    body = await (await client.post(EVALUATE, json={"domain": "WHOLESALE", "metric": "contract_rate"})).json()
+    assert body["triggered"] is fires
+    labels = {"domain": "WHOLESALE", "metric": "contract_rate"}
+    assert sample(await metric_samples(client), "kpiguard_regression_firing", **labels) == (1 if fires else 0)
+    if fires:  # re-enabled: re-arming on the same windows, nothing fires until new events
+        await client.post(UPSERT, json={"domain": "WHOLESALE", "metric": "contract_rate", "enabled": True})
+        await client.post(EVALUATE, json={"domain": "WHOLESALE", "metric": "contract_rate"})
+        assert sample(await metric_samples(client), "kpiguard_regression_firing", **labels) == 0
+
+
 async def test_dry_run_policy_reports_but_never_enforces(client):
     """A dry_run policy shows triggered in its state and note, and the engine stays enabled."""
     await client.post(UPSERT, json={"domain": "WHOLESALE", "metric": "contract_rate", "enabled": True,

@@ -60,8 +60,9 @@ class KpiEvent(Base):
     event_id: Mapped[str | None] = mapped_column(String(ACTOR_LEN), unique=True)
 
     # The window queries read the newest N events of one (domain, metric): this index serves them
-    # in order without touching the rest of the table, whatever its size.
-    __table_args__ = (Index("ix_kpi_event_domain_metric_created_at", "domain", "metric", "created_at", "id"),)
+    # in order without touching the rest of the table, whatever its size, and holds the columns
+    # they read (success, value) so that they need not visit the table (migration 0005).
+    __table_args__ = (Index("ix_kpi_event_window", "domain", "metric", "created_at", "id", "success", "value"),)
 
 
 class IngestRequest(Base):

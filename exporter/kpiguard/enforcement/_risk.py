@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from kpiguard.db._types import utcnow
+from kpiguard.db.engine import write_lock
 from kpiguard.db.models import RiskExposure, RiskLedger, RiskPolicy
 from kpiguard.enforcement._golive import read_state
 
@@ -52,23 +53,51 @@ def today_utc() -> date:
     return datetime.now(UTC).date()
 
 
+def refusal(known: bool, kill_switch_engaged: bool, enabled: bool, max_single_amount: float | None,
+            amount: float) -> Reason | None:
+    """Why a check is refused before any reservation, or None if it may reserve (pure)."""
+    if not known:
+        return Reason.UNKNOWN_ENGINE
+    if kill_switch_engaged:
+        return Reason.KILL_SWITCH_ENGAGED
+    if not enabled:
+        return Reason.POLICY_DISABLED
+    if max_single_amount is not None and amount > max_single_amount:
+        return Reason.LIMIT_EXCEEDED
+    return None
+
+
 async def check_and_reserve(
     session: AsyncSession, engine: str, amount: float, *, actor: str | None = None,
     correlation_id: str | None = None,
 ) -> RiskCheck:
-    """Decide whether ``engine`` may take ``amount``, reserve it if so, and write the ledger; in one transaction."""
+    """Decide whether ``engine`` may take ``amount``, reserve it if so, and write the ledger, atomically.
+
+    It runs on a connection of its own (``session`` names the database; its transaction is not
+    used). On PostgreSQL two statements, each atomic by itself: the read, then either the ledger
+    entry of a refusal or the reservation and its ledger entry in one statement. On SQLite one
+    transaction, under the process's SQLite write lock.
+    """
+    if session.bind.dialect.name == "postgresql":
+        return await _check_and_reserve_pg(session.bind, engine, amount, actor, correlation_id)
+    # SQLite: in a transaction of its own, queued behind this process's other writers, reads
+    # included: a check that arrives while the tripwire latches waits, then reads the committed
+    # throttle (taking the lock only for the writes answered from the older read: p50 17 -> 33 ms).
+    async with write_lock(session.bind), AsyncSession(session.bind, expire_on_commit=False) as own, own.begin():
+        return await _check_and_reserve(own, engine, amount, actor, correlation_id)
+
+
+async def _check_and_reserve(session: AsyncSession, engine: str, amount: float, actor: str | None,
+                             correlation_id: str | None) -> RiskCheck:
     policy = await session.get(RiskPolicy, engine)
     reserved: float | None = None
     limit = policy.daily_limit if policy else None
-    if policy is None:
-        reason = Reason.UNKNOWN_ENGINE
-    elif (await read_state(session)).kill_switch_engaged:
-        reason = Reason.KILL_SWITCH_ENGAGED
-    elif not policy.enabled:
-        reason = Reason.POLICY_DISABLED
-    elif policy.max_single_amount is not None and amount > policy.max_single_amount:
-        reason = Reason.LIMIT_EXCEEDED
-    else:
+    reason = refusal(
+        policy is not None, policy is not None and (await read_state(session)).kill_switch_engaged,
+        policy is not None and policy.enabled, policy.max_single_amount if policy else None, amount,
+    )
+    if reason is None:
+        assert policy is not None
         reserved = await _reserve(session, engine, amount, policy.daily_limit)
         reason = Reason.OK if reserved is not None else Reason.LIMIT_EXCEEDED
     entry = RiskLedger(
@@ -80,6 +109,66 @@ async def check_and_reserve(
     if reserved is None and policy is not None and limit is not None:
         reserved = await _reserved(session, engine)
     return RiskCheck(reason is Reason.OK, reason, engine, amount, reserved, limit, entry.id)
+
+
+# The engine's policy, the kill switch and today's exposure in one read.
+_PG_CHECK_READ = text("""
+SELECT p.engine IS NOT NULL, coalesce(g.kill_switch_engaged, false), coalesce(p.enabled, false),
+       p.max_single_amount, p.daily_limit, x.reserved
+FROM (SELECT 1) AS one
+LEFT JOIN risk_policy AS p ON p.engine = :engine
+LEFT JOIN go_live_state AS g ON g.id = 1
+LEFT JOIN risk_exposure AS x ON x.engine = :engine AND x.day = :day
+""")
+
+_PG_LEDGER = text("""
+INSERT INTO risk_ledger (engine, amount, ok, reason, actor, correlation_id, created_at)
+VALUES (:engine, :amount, false, :reason, :actor, :correlation_id, :created_at)
+RETURNING id
+""")
+
+# The reservation and its ledger entry in one statement: the conditional upsert adds the amount
+# only while the day's total stays within the limit, so concurrent reservations never pass it together.
+_PG_RESERVE = text("""
+WITH res AS (
+    INSERT INTO risk_exposure AS x (engine, day, reserved)
+    SELECT :engine, :day, :amount WHERE CAST(:limit AS float8) IS NULL OR :amount <= CAST(:limit AS float8)
+    ON CONFLICT (engine, day) DO UPDATE SET reserved = x.reserved + excluded.reserved
+    WHERE CAST(:limit AS float8) IS NULL OR x.reserved + excluded.reserved <= CAST(:limit AS float8)
+    RETURNING x.reserved
+)
+INSERT INTO risk_ledger (engine, amount, ok, reason, actor, correlation_id, created_at)
+SELECT :engine, :amount, ok, CASE WHEN ok THEN 'ok' ELSE 'limit_exceeded' END, :actor, :correlation_id, :created_at
+FROM (SELECT EXISTS (SELECT 1 FROM res) AS ok) AS r
+RETURNING id, (SELECT reserved FROM res),
+          (SELECT reserved FROM risk_exposure WHERE engine = :engine AND day = :day)
+""")
+
+
+async def _check_and_reserve_pg(engine_: AsyncEngine, engine: str, amount: float, actor: str | None,
+                                correlation_id: str | None) -> RiskCheck:
+    # Profiled (native enforcement latency): check-and-reserve took seven round trips (BEGIN, policy,
+    # go-live state, exposure insert, exposure update, ledger, COMMIT); a client polling it waited a
+    # whole check after the tripwire had already throttled the engine. Now two, without BEGIN/COMMIT.
+    day = today_utc()
+    common = {"engine": engine, "amount": amount, "actor": actor, "correlation_id": correlation_id}
+    async with engine_.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        known, kill, enabled, max_single, limit, reserved = (
+            await conn.execute(_PG_CHECK_READ, {"engine": engine, "day": day})
+        ).one()
+        reason = refusal(known, kill, enabled, max_single, amount)
+        if reason is not None:
+            ledger_id = (await conn.execute(_PG_LEDGER, {**common, "reason": reason.value,
+                                                         "created_at": utcnow()})).scalar_one()
+            return RiskCheck(False, reason, engine, amount, (reserved or 0.0) if known and limit is not None else None,
+                             limit if known else None, ledger_id)
+        ledger_id, new_total, current = (await conn.execute(
+            _PG_RESERVE, {**common, "day": day, "limit": limit, "created_at": utcnow()})).one()
+    if new_total is not None:
+        return RiskCheck(True, Reason.OK, engine, amount, new_total, limit, ledger_id)
+    return RiskCheck(False, Reason.LIMIT_EXCEEDED, engine, amount,
+                     (current or 0.0) if limit is not None else None, limit, ledger_id)
 
 
 async def _reserve(session: AsyncSession, engine: str, amount: float, limit: float | None) -> float | None:
@@ -107,6 +196,17 @@ async def _reserved(session: AsyncSession, engine: str) -> float:
     return row.reserved if row else 0.0
 
 
+_PG_SET_ENABLED = text("""
+WITH old AS (SELECT engine, enabled, reason FROM risk_policy WHERE engine = :engine FOR UPDATE),
+changed AS (
+    UPDATE risk_policy AS p SET enabled = :enabled, reason = :reason, changed_by = :actor, updated_at = :now
+    FROM old WHERE p.engine = old.engine AND old.enabled <> :enabled
+    RETURNING p.engine
+)
+SELECT old.enabled, old.reason, EXISTS (SELECT 1 FROM changed) FROM old
+""")
+
+
 async def set_engine_enabled(
     session: AsyncSession, engine: str, enabled: bool, *, reason: str, actor: str | None,
 ) -> tuple[bool, dict[str, Any]]:
@@ -114,6 +214,13 @@ async def set_engine_enabled(
 
     Not audited here: the caller records one entry that says why (tripwire, webhook, person).
     """
+    if session.bind.dialect.name == "postgresql":
+        # Lock, read and change in one statement: one round trip inside the enforcing transaction.
+        row = (await session.execute(_PG_SET_ENABLED, {
+            "engine": engine, "enabled": enabled, "reason": reason, "actor": actor, "now": utcnow()})).one_or_none()
+        if row is not None:
+            before_enabled, before_reason, changed = row
+            return changed, {"enabled": before_enabled, "reason": before_reason}
     stmt = select(RiskPolicy).where(RiskPolicy.engine == engine).with_for_update()
     policy = (await session.execute(stmt)).scalar_one_or_none()
     if policy is None:

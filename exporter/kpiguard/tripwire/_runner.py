@@ -6,32 +6,35 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from types import SimpleNamespace
+from typing import Any, NamedTuple
 
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from kpiguard import audit, enforcement
 from kpiguard.db._types import utcnow
-from kpiguard.db.models import RegressionPolicy, RegressionState
+from kpiguard.db.engine import write_lock
+from kpiguard.db.models import RegressionState
+from kpiguard.errors import NotFound
 from kpiguard.ingest import StoredEvent
 from kpiguard.metrics import Metrics
 from kpiguard.tripwire._evaluate import Evaluation, evaluate
 from kpiguard.tripwire._policy import Action, Guard, Policy
-from kpiguard.tripwire._sequential_state import fold_new_events
+from kpiguard.tripwire._sequential import Cusum
+from kpiguard.tripwire._sequential_state import CUSUM_COLUMNS, fold_new_events
 from kpiguard.tripwire._store import (
-    get_policy_row,
     get_state_row,
-    latch_trigger,
+    latch_and_write_state,
     list_policies,
-    list_states,
     newest_events,
-    policy_from_row,
+    read_round,
     state_json,
-    window_stats_many,
+    write_states,
 )
-from kpiguard.tripwire._window import event_value, split_windows
 
 log = logging.getLogger(__name__)
 
@@ -64,52 +67,91 @@ class Evaluator:
         self._watched: set[tuple[str, str]] = set()
         self._pending: set[tuple[str, str]] = set()
         self._wake = asyncio.Event()
+        self._gauges: dict[tuple[str, str], _Gauges] = {}
 
     # --- evaluation ---
 
     async def evaluate_one(self, domain: str, metric: str, *, actor: str | None, source: audit.Source) -> Verdict:
-        """Evaluate one policy in one transaction; NotFound if there is none."""
-        async with self._sessions() as session, session.begin():
-            row = await get_policy_row(session, domain, metric)
-            verdict = await self._evaluate(session, row, actor=actor, source=source)
-        if verdict.enforced is not None:
-            await self.refresh_enforcement_gauges()
-        return verdict
+        """Evaluate one policy; the latch and the action share one transaction. NotFound if there is no policy."""
+        start = time.perf_counter()
+        bind = self._sessions.kw["bind"]
+        async with self._sessions() as session:
+            await _autocommit(session)
+            rounds = await read_round(session, (domain, metric))
+            if not rounds:
+                raise NotFound(f"no regression policy for {domain}.{metric}", field="domain,metric")
+            r = rounds[0]
+            policy, state = r.policy, r.state
+            if state is None:
+                row = await get_state_row(session, policy.domain, policy.metric)
+                state = {c.name: getattr(row, c.name) for c in RegressionState.__table__.columns}
+            cusum = await _fold_cusum(session, policy, state) if policy.guard is Guard.SEQUENTIAL else None
+            ev = evaluate(policy, r.recent, r.baseline, cusum)
+            now = utcnow()
+            step = decide(policy, state, ev, r.fresh)
+            values = _state_values(state, ev, step, now)
+            if not step.latch:
+                # Each statement commits by itself: a state write is one UPDATE, and under READ
+                # COMMITTED a transaction around the read and the write would hold nothing more.
+                async with write_lock(bind):
+                    await write_states(session, [_params(values, step)])
+        # The read's connection is back in the pool before the latch takes one: ten evaluations at
+        # once must not each hold one connection while they wait for a second.
+        enforced: enforcement.Outcome | None = None
+        if step.latch:
+            # The latch and the state are one conditional UPDATE, in the action's transaction: the
+            # action runs once, for the evaluation that flipped the trigger, or not at all.
+            async with write_lock(bind), self._sessions() as tx, tx.begin():
+                if await latch_and_write_state(tx, _params(values, step), now):
+                    values["last_triggered_at"] = now
+                    enforced = await self._act(tx, policy, ev, actor=actor, source=source)
+                else:  # another evaluation flipped it first
+                    await write_states(tx, [_params(values, step)])
+            values["triggered"] = True
+        self._export(policy, ev, values)
+        self._metrics.evaluations.labels(_result(ev, step.armed)).inc()
+        self._metrics.evaluation_duration.labels(source.value).observe(time.perf_counter() - start)
+        if enforced is not None:
+            self._export_enforced(policy)
+        return Verdict(policy, ev, state_json(values, policy), enforced)
 
     async def evaluate_all(self, *, actor: str | None, source: audit.Source) -> list[Verdict]:
-        """Evaluate every enabled policy; those that enforce nothing share one transaction and one window query.
+        """Evaluate every enabled policy; those that enforce nothing share one read and one write.
 
-        A policy that would enforce (or is re-arming, or has no state row yet) is evaluated again by
-        :meth:`evaluate_one` in its own transaction, so that an action runs exactly as it does after ingest.
+        A policy that would latch (or has no state row yet) is evaluated again by :meth:`evaluate_one`,
+        so that an action runs exactly as it does after ingest.
         """
         start = time.perf_counter()
         verdicts: dict[tuple[str, str], Verdict] = {}
         alone: list[tuple[str, str]] = []
-        async with self._sessions() as session, session.begin():
-            policies = [policy_from_row(r) for r in await list_policies(session) if r.enabled]
-            keys = [p.key for p in policies]
-            self._watched = set(keys)
+        async with self._sessions() as session:
             # Profiled: one transaction and five round trips per policy bounded evaluate-all at a few
-            # hundred policies a second; one query for every window keeps it flat in the policy count.
-            windows = await window_stats_many(session, policies)
-            if windows is None:
-                alone = keys
-            else:
-                states = {(s.domain, s.metric): s for s in await list_states(session)}
-                now = utcnow()
-                for policy in policies:
-                    state = states.get(policy.key)
-                    ev = evaluate(policy, *windows[policy.key])
-                    # The sequential guard folds the new events into its stored CUSUM: that takes evaluate_one.
-                    if (state is None or state.rearm_after_id is not None or (ev.triggered and not policy.dry_run)
-                            or policy.guard is Guard.SEQUENTIAL):
-                        alone.append(policy.key)
-                        continue
-                    note = _quiet_note(policy, state, ev, ev.note, armed=True)
-                    _copy(state, ev, note, now)
-                    self._export(policy, ev, state)
-                    self._metrics.evaluations.labels(_result(ev, True)).inc()
-                    verdicts[policy.key] = Verdict(policy, ev, state_json(state, policy), None)
+            # hundred policies a second; then the ORM's loading and flushing of 100 states a round did.
+            # Now one statement reads policies, states and windows, and one statement writes states.
+            await _autocommit(session)
+            rounds = await read_round(session)
+            keys = [r.policy.key for r in rounds]
+            self._watched = set(keys)
+            now = utcnow()
+            writes = []
+            for r in rounds:
+                policy, state = r.policy, r.state
+                ev = evaluate(policy, r.recent, r.baseline)
+                # The sequential guard folds the new events into its stored CUSUM: that takes evaluate_one.
+                if state is None or policy.guard is Guard.SEQUENTIAL:
+                    alone.append(policy.key)
+                    continue
+                step = decide(policy, state, ev, r.fresh)
+                if step.latch:
+                    alone.append(policy.key)
+                    continue
+                values = _state_values(state, ev, step, now)
+                writes.append(_params(values, step))
+                self._export(policy, ev, values)
+                self._metrics.evaluations.labels(_result(ev, step.armed)).inc()
+                verdicts[policy.key] = Verdict(policy, ev, state_json(values, policy), None)
+            async with write_lock(session.bind):
+                await write_states(session, writes)
         if verdicts:
             each = (time.perf_counter() - start) / len(verdicts)
             observe = self._metrics.evaluation_duration.labels(source.value).observe
@@ -118,40 +160,6 @@ class Evaluator:
         for domain, metric in alone:
             verdicts[(domain, metric)] = await self.evaluate_one(domain, metric, actor=actor, source=source)
         return [verdicts[k] for k in keys]
-
-    async def _evaluate(self, session: AsyncSession, row: RegressionPolicy, *, actor: str | None,
-                        source: audit.Source) -> Verdict:
-        start = time.perf_counter()
-        policy = policy_from_row(row)
-        rows = await newest_events(session, policy)
-        values = [event_value(policy.aggregation, r.success, r.value) for r in rows]
-        recent, baseline = split_windows(values, policy.window_events, policy.baseline_events)
-        state = await get_state_row(session, policy.domain, policy.metric)
-        ev = evaluate(policy, recent, baseline, await fold_new_events(session, policy, state, rows))
-        now = utcnow()
-        note = ev.note
-        armed = True
-        seen_rearm = state.rearm_after_id
-        if state.rearm_after_id is not None:
-            fresh = sum(1 for r in rows if r.id > state.rearm_after_id)
-            armed = fresh >= policy.min_events_to_enforce
-            if armed:
-                state.rearm_after_id = None
-            else:
-                note = f"REARMING {fresh}/{policy.min_events_to_enforce} new events; {ev.note}"
-        acts = policy.enabled and not policy.dry_run
-        enforced: enforcement.Outcome | None = None
-        if ev.triggered and armed and acts:
-            if await latch_trigger(session, policy.domain, policy.metric, now, seen_rearm=seen_rearm):
-                await session.refresh(state)
-                enforced = await self._act(session, policy, ev, actor=actor, source=source)
-        else:
-            note = _quiet_note(policy, state, ev, note, armed=armed)
-        _copy(state, ev, note, now)
-        self._export(policy, ev, state)
-        self._metrics.evaluations.labels(_result(ev, armed)).inc()
-        self._metrics.evaluation_duration.labels(source.value).observe(time.perf_counter() - start)
-        return Verdict(policy, ev, state_json(state, policy), enforced)
 
     async def _act(self, session: AsyncSession, policy: Policy, ev: Evaluation, *, actor: str | None,
                    source: audit.Source) -> enforcement.Outcome | None:
@@ -172,25 +180,48 @@ class Evaluator:
         log.warning("tripwire %s.%s triggered: %s -> %s", policy.domain, policy.metric, ev.note, reason)
         return outcome
 
-    def _export(self, policy: Policy, ev: Evaluation, state: RegressionState) -> None:
-        m = self._metrics
-        if not m.labels.admit(policy.domain, policy.metric, 0):
-            return
-        labels = (policy.domain, policy.metric)
+    def _export_enforced(self, policy: Policy) -> None:
+        """Set the gauge of what the policy's action changed; the action committed, the state is known.
+
+        Reading every engine's risk policy back (refresh_enforcement_gauges) cost two more round trips
+        and a load of every risk policy right when clients check whether the engine is stopped.
+        """
+        if policy.action is Action.THROTTLE:
+            self._metrics.risk_policy_enabled.labels(policy.domain).set(0)
+        else:
+            self._metrics.kill_switch.set(1)
+
+    def _export(self, policy: Policy, ev: Evaluation, values: Mapping[str, Any]) -> None:
+        """Export the evaluation and the state ``values`` it left (triggered, rearm_after_id) as gauges."""
+        children = self._gauges.get(policy.key)
+        if children is None:
+            m = self._metrics
+            if not m.labels.admit(policy.domain, policy.metric, 0):
+                return
+            # Profiled: eight labels() look-ups a policy were a sixth of evaluate-all; a pair's gauges
+            # never go away (the label guard only admits), so each pair looks them up once.
+            labels = policy.key
+            children = self._gauges[policy.key] = _Gauges(
+                m.regression_current.labels(*labels).set, m.regression_baseline.labels(*labels).set,
+                m.regression_drop.labels(*labels).set, m.regression_threshold.labels(*labels).set,
+                m.regression_min_events.labels(*labels).set, m.regression_window_events.labels(*labels, "recent").set,
+                m.regression_window_events.labels(*labels, "baseline").set, m.regression_triggered.labels(*labels).set,
+                m.regression_firing.labels(*labels).set,
+            )
         if ev.current is not None:
-            m.regression_current.labels(*labels).set(ev.current)
+            children.current(ev.current)
         if ev.baseline is not None:
-            m.regression_baseline.labels(*labels).set(ev.baseline)
+            children.baseline(ev.baseline)
         if ev.drop_fraction is not None:
-            m.regression_drop.labels(*labels).set(ev.drop_fraction)
-        m.regression_threshold.labels(*labels).set(policy.max_drop_fraction)
-        m.regression_min_events.labels(*labels).set(policy.min_events_to_enforce)
-        m.regression_window_events.labels(*labels, "recent").set(ev.recent_events)
-        m.regression_window_events.labels(*labels, "baseline").set(ev.baseline_events)
-        m.regression_triggered.labels(*labels).set(1 if state.triggered else 0)
+            children.drop(ev.drop_fraction)
+        children.threshold(policy.max_drop_fraction)
+        children.min_events(policy.min_events_to_enforce)
+        children.recent_events(ev.recent_events)
+        children.baseline_events(ev.baseline_events)
+        children.triggered(1 if values["triggered"] else 0)
         # What the generated count-window alert reads, so that Alertmanager acts on the guard's verdict too
         # (a re-arming state still has rearm_after_id: the same bad windows do not fire again).
-        m.regression_firing.labels(*labels).set(1 if ev.triggered and state.rearm_after_id is None else 0)
+        children.firing(1 if ev.triggered and values["rearm_after_id"] is None else 0)
 
     # --- background work ---
 
@@ -240,31 +271,109 @@ class Evaluator:
         self._metrics.kill_switch.set(1 if state.kill_switch_engaged else 0)
 
 
-def _quiet_note(policy: Policy, state: RegressionState, ev: Evaluation, note: str, *, armed: bool) -> str:
+async def _fold_cusum(session: AsyncSession, policy: Policy, state: Mapping[str, Any]) -> Cusum:
+    """Fold the events newer than the state's last folded one into its CUSUM and store it (its own UPDATE)."""
+    holder = SimpleNamespace(**{c: state[c] for c in CUSUM_COLUMNS})
+    cusum = await fold_new_events(session, policy, holder, await newest_events(session, policy))  # type: ignore[arg-type]
+    async with write_lock(session.bind):
+        await session.execute(
+            update(RegressionState).where(RegressionState.id == state["id"])
+            .values({c: getattr(holder, c) for c in CUSUM_COLUMNS})
+        )
+    return cusum
+
+
+async def _autocommit(session: AsyncSession) -> None:
+    """Run the session's statements without BEGIN and COMMIT: two round trips fewer on PostgreSQL."""
+    await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+
+
+class _Gauges(NamedTuple):
+    """The set() of one pair's regression gauges."""
+
+    current: Callable[[float], None]
+    baseline: Callable[[float], None]
+    drop: Callable[[float], None]
+    threshold: Callable[[float], None]
+    min_events: Callable[[float], None]
+    recent_events: Callable[[float], None]
+    baseline_events: Callable[[float], None]
+    triggered: Callable[[float], None]
+    firing: Callable[[float], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What to do with an evaluation, given the state it was read with."""
+
+    note: str
+    armed: bool  # False while re-arming after a re-enable
+    clear_rearm: bool  # re-armed now: forget rearm_after_id
+    latch: bool  # flip the trigger and act (if no other evaluation flipped it first)
+    triggered: bool | None  # the state's new triggered flag; None: leave it to the latch
+    read_rearm: int | None  # the state's rearm_after_id as read: latch and clear only if it is unchanged
+
+
+def decide(policy: Policy, state: Mapping[str, Any], ev: Evaluation, fresh: int) -> Step:
+    """The step after an evaluation: pure, from the policy, the state as read and the events newer than a re-enable.
+
+    ``fresh`` counts the window + baseline events newer than ``state["rearm_after_id"]``.
+    """
+    note = ev.note
+    armed = True
+    clear_rearm = False
+    if state["rearm_after_id"] is not None:
+        armed = fresh >= policy.min_events_to_enforce
+        if armed:
+            clear_rearm = True
+        else:
+            note = f"REARMING {fresh}/{policy.min_events_to_enforce} new events; {ev.note}"
+    acts = policy.enabled and not policy.dry_run
+    if ev.triggered and armed and acts:
+        # Already latched: nothing to flip, the note is the verdict's (as when another evaluation flipped it).
+        return Step(note, armed, clear_rearm, not state["triggered"], None, state["rearm_after_id"])
+    return Step(_quiet_note(policy, state, ev, note, armed=armed), armed, clear_rearm, False,
+                None if acts else ev.triggered and armed, state["rearm_after_id"])
+
+
+def _quiet_note(policy: Policy, state: Mapping[str, Any], ev: Evaluation, note: str, *, armed: bool) -> str:
     """The note of an evaluation that enforces nothing; a policy that does not act mirrors the verdict in the state."""
     acts = policy.enabled and not policy.dry_run
     if not policy.enabled:
         note += " (policy disabled: not enforced)"
     elif policy.dry_run:
         note += " (dry_run: not enforced)"
-    if state.triggered and acts:
+    if state["triggered"] and acts:
         # Latched until a person re-enables: a recovering window does not clear the trip.
-        when = f"{state.last_triggered_at:%Y-%m-%dT%H:%M:%SZ}" if state.last_triggered_at else "?"
+        last = state["last_triggered_at"]
+        when = f"{last:%Y-%m-%dT%H:%M:%SZ}" if last else "?"
         return f"TRIGGERED (latched since {when}); now {note}"
-    if not acts:
-        state.triggered = ev.triggered and armed
     return note
 
 
-def _copy(state: RegressionState, ev: Evaluation, note: str, now: Any) -> None:
-    state.baseline = ev.baseline
-    state.current = ev.current
-    state.drop_fraction = ev.drop_fraction
-    state.recent_events = ev.recent_events
-    state.baseline_events = ev.baseline_events
-    state.evidence = ev.evidence
-    state.last_checked_at = now
-    state.note = note[:1024]
+def _state_values(state: Mapping[str, Any], ev: Evaluation, step: Step, now: datetime) -> dict[str, Any]:
+    """The state row's columns after the step, as stored (before any latch)."""
+    out = dict(state)
+    out.update(
+        baseline=ev.baseline, current=ev.current, drop_fraction=ev.drop_fraction, recent_events=ev.recent_events,
+        baseline_events=ev.baseline_events, evidence=ev.evidence, last_checked_at=now, note=step.note[:1024],
+    )
+    if step.triggered is not None:
+        out["triggered"] = step.triggered
+    if step.clear_rearm:
+        out["rearm_after_id"] = None
+    return out
+
+
+def _params(values: Mapping[str, Any], step: Step) -> dict[str, Any]:
+    """The parameters of the state write (_store.write_states) for the values."""
+    return {
+        "p_id": values["id"], "p_baseline": values["baseline"], "p_current": values["current"],
+        "p_drop_fraction": values["drop_fraction"], "p_recent_events": values["recent_events"],
+        "p_baseline_events": values["baseline_events"], "p_evidence": values["evidence"],
+        "p_last_checked_at": values["last_checked_at"], "p_note": values["note"],
+        "p_triggered": step.triggered, "p_clear_rearm": step.clear_rearm, "p_read_rearm": step.read_rearm,
+    }
 
 
 def _result(ev: Evaluation, armed: bool) -> str:

@@ -10,12 +10,12 @@ events for k new ones, at most ``MAX_FOLD_EVENTS`` of them per evaluation.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kpiguard.db.models import KpiEvent, RegressionState
+from kpiguard.db.models import KpiEvent
 from kpiguard.tripwire._policy import Aggregation, Guard, Policy
 from kpiguard.tripwire._sequential import FRESH, Cusum, Reference, fold
 from kpiguard.tripwire._window import WindowStats, event_value
@@ -25,8 +25,21 @@ from kpiguard.tripwire._window import WindowStats, event_value
 # is far more than it needs to see one (DETECTION.md: median delays of tens to a few hundred events).
 MAX_FOLD_EVENTS = 1000
 
+# The regression_state columns that hold the CUSUM.
+CUSUM_COLUMNS = ("cusum_statistic", "cusum_reference", "cusum_level", "cusum_scale", "cusum_last_event_id")
 
-def cusum_of(state: RegressionState) -> Cusum:
+
+class CusumState(Protocol):
+    """What holds a CUSUM: a RegressionState row, or its CUSUM_COLUMNS as attributes."""
+
+    cusum_statistic: float | None
+    cusum_reference: float | None
+    cusum_level: float | None
+    cusum_scale: float | None
+    cusum_last_event_id: int | None
+
+
+def cusum_of(state: CusumState) -> Cusum:
     """The CUSUM a state row holds (fresh when it holds none)."""
     if state.cusum_statistic is None:
         return FRESH
@@ -36,7 +49,7 @@ def cusum_of(state: RegressionState) -> Cusum:
     return Cusum(state.cusum_statistic, reference)
 
 
-def reset_cusum(state: RegressionState, after_id: int | None = None) -> None:
+def reset_cusum(state: CusumState, after_id: int | None = None) -> None:
     """Forget the CUSUM.  With ``after_id`` (a re-enable: a person fixed what fired) it starts at 0 and folds
     only events after that id; without, the next evaluation starts fresh at the recent window."""
     state.cusum_statistic = None if after_id is None else 0.0
@@ -46,7 +59,7 @@ def reset_cusum(state: RegressionState, after_id: int | None = None) -> None:
     state.cusum_last_event_id = after_id
 
 
-def _store(state: RegressionState, cusum: Cusum, last_event_id: int | None) -> None:
+def _store(state: CusumState, cusum: Cusum, last_event_id: int | None) -> None:
     ref = cusum.reference
     state.cusum_statistic = cusum.statistic
     state.cusum_reference = None if ref is None else ref.value
@@ -99,7 +112,7 @@ def fold_rows(policy: Policy, cusum: Cusum, rows: Sequence[Any], new: int) -> Cu
     return fold(cusum, pairs, policy)
 
 
-async def fold_new_events(session: AsyncSession, policy: Policy, state: RegressionState,
+async def fold_new_events(session: AsyncSession, policy: Policy, state: CusumState,
                           rows: Sequence[Any]) -> Cusum:
     """Fold the events newer than the state's last folded one into its CUSUM, store it on the state, return it.
 
