@@ -7,11 +7,10 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from types import EllipsisType
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger, Boolean, Float, Integer, and_, bindparam, case, column, func, literal, null, or_, select, text,
+    BigInteger, Boolean, Float, Integer, and_, bindparam, case, column, func, literal, null, select, text,
     union_all, update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -56,17 +55,6 @@ async def list_policies(session: AsyncSession) -> list[RegressionPolicy]:
     """Every policy, ordered by (domain, metric)."""
     stmt = select(RegressionPolicy).order_by(RegressionPolicy.domain, RegressionPolicy.metric)
     return list((await session.execute(stmt)).scalars())
-
-
-async def get_policy_row(session: AsyncSession, domain: str, metric: str, *, lock: bool = False) -> RegressionPolicy:
-    """The policy row for (domain, metric), or NotFound."""
-    stmt = select(RegressionPolicy).where(RegressionPolicy.domain == domain, RegressionPolicy.metric == metric)
-    if lock:
-        stmt = stmt.with_for_update()
-    row = (await session.execute(stmt)).scalar_one_or_none()
-    if row is None:
-        raise NotFound(f"no regression policy for {domain}.{metric}", field="domain,metric")
-    return row
 
 
 @dataclass(frozen=True)
@@ -196,24 +184,16 @@ async def list_states(session: AsyncSession) -> list[RegressionState]:
     return list((await session.execute(stmt)).scalars())
 
 
-async def latch_trigger(session: AsyncSession, domain: str, metric: str, now: datetime, *,
-                        seen_rearm: int | None | EllipsisType = ...) -> bool:
-    """Flip the state to triggered; True only for the one caller that flipped it (so the action runs once).
+async def latch_trigger(session: AsyncSession, domain: str, metric: str, now: datetime) -> bool:
+    """Flip the state to triggered whatever its re-arm mark (the Alertmanager receiver: the alert is the decision).
 
-    An evaluation passes the ``rearm_after_id`` it read (``seen_rearm``): a re-enable committed after
-    that read stored a new one, and the latch then fails, so that an evaluation of the windows before
-    the re-enable cannot trigger the tripwire the re-enable has just reset. The read is not locked,
-    and SQLite runs it outside the write transaction, so this condition is the only safe place.
-    The Alertmanager receiver latches whatever the re-arm state (``...``): the alert is the decision.
+    True only for the one caller that flipped it. The evaluator latches with :func:`latch_and_write_state`.
     """
-    stmt = update(RegressionState).where(
-        RegressionState.domain == domain, RegressionState.metric == metric, RegressionState.triggered.is_(False))
-    if seen_rearm is None:
-        stmt = stmt.where(RegressionState.rearm_after_id.is_(None))
-    elif not isinstance(seen_rearm, EllipsisType):
-        # The evaluation may have cleared it (armed) and autoflushed that before this statement.
-        stmt = stmt.where(or_(RegressionState.rearm_after_id.is_(None), RegressionState.rearm_after_id == seen_rearm))
-    result = await session.execute(stmt.values(triggered=True, last_triggered_at=now))
+    result = await session.execute(
+        update(RegressionState)
+        .where(RegressionState.domain == domain, RegressionState.metric == metric, RegressionState.triggered.is_(False))
+        .values(triggered=True, last_triggered_at=now)
+    )
     return result.rowcount == 1
 
 
