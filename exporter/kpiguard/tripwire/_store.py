@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from kpiguard import audit, enforcement
 from kpiguard.db._types import utcnow
 from kpiguard.db.models import KpiEvent, RegressionPolicy, RegressionState
-from kpiguard.errors import NotFound, ValidationFailed
+from kpiguard.errors import ValidationFailed
 from kpiguard.tripwire._policy import Action, Aggregation, Guard, Policy
 from kpiguard.tripwire._sequential_state import reset_cusum, resets_cusum
 from kpiguard.tripwire._validate import policy_problems
