@@ -201,7 +201,7 @@ async def newest_events(session: AsyncSession, policy: Policy) -> Sequence[Any]:
     """The newest window+baseline events of the policy's (domain, metric), newest first: (id, success, value).
 
     A mean_value policy reads only events that carry a value. Served by the (domain, metric,
-    created_at, id) index in order: the cost does not grow with the size of the table.
+    created_at, id, success, value) index in order: the cost does not grow with the size of the table.
     """
     stmt = (
         select(KpiEvent.id, KpiEvent.success, KpiEvent.value)
