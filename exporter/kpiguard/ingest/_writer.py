@@ -24,13 +24,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 from kpiguard.db._types import utcnow
 from kpiguard.db.models import IngestRequest, KpiEvent
 from kpiguard.errors import StorageError
-from kpiguard.ingest._schema import KpiEventFields
+from kpiguard.ingest._schema import ROW_FIELDS, EventRow
 
 log = logging.getLogger(__name__)
 
 # SQLite allows 32,766 bound parameters in one statement; ten columns a row.
 _SQLITE_ROWS_PER_STATEMENT = 3000
-_COLUMNS = ("domain", "metric", "success", "value", "actor", "correlation_id", "detail", "created_at", "event_id")
+_COLUMNS = ROW_FIELDS
 # Group commits in flight at once on PostgreSQL: events that arrive while one group waits for its
 # commit (an fsync) start the next at once instead of waiting for it.
 _PG_COMMITS_IN_FLIGHT = 2
@@ -90,14 +90,14 @@ CommitListener = Callable[[Sequence[StoredEvent]], None]
 _JSON_FIELDS = ("id", *_COLUMNS)
 
 
-def _unstored(events: Sequence[KpiEventFields], now: datetime) -> list[StoredEvent]:
-    """The events as they will be stored, before they have an id."""
+def _unstored(rows: Sequence[EventRow], now: datetime) -> list[StoredEvent]:
+    """The events as they will be stored, before they have an id (``created_at`` defaults to ``now``)."""
     # tuple.__new__ directly: the named tuple's own __new__ is a Python function, and was 12 % of batch ingest.
     new = tuple.__new__
     return [
-        new(StoredEvent, (None, e.domain, e.metric, e.success, e.value, e.actor, e.correlation_id, e.detail,
-                          e.created_at or now, e.event_id, False))
-        for e in events
+        new(StoredEvent, (None, domain, metric, success, value, actor, correlation_id, detail, created_at or now,
+                          event_id, False))
+        for domain, metric, success, value, actor, correlation_id, detail, created_at, event_id in rows
     ]
 
 
@@ -146,8 +146,8 @@ class EventWriter:
             await self._sqlite_conn.close()
             self._sqlite_conn = None
 
-    async def add_one(self, event: KpiEventFields) -> StoredEvent:
-        """Store one event; returns once it is committed."""
+    async def add_one(self, event: EventRow) -> StoredEvent:
+        """Store one validated event (its row); returns once it is committed."""
         if self._task is None:
             raise StorageError("the event writer is not running")
         fut: asyncio.Future[StoredEvent] = asyncio.get_running_loop().create_future()
@@ -286,8 +286,8 @@ class EventWriter:
         new = tuple.__new__
         return [new(StoredEvent, (i, *r[1:])) for r, i in zip(rows, ids, strict=True)]
 
-    async def add_batch(self, events: Sequence[KpiEventFields], idempotency_key: str | None) -> BatchResult:
-        """Store a batch all-or-nothing in one transaction; a seen Idempotency-Key stores nothing again."""
+    async def add_batch(self, events: Sequence[EventRow], idempotency_key: str | None) -> BatchResult:
+        """Store a batch of validated events (rows) all-or-nothing; a seen Idempotency-Key stores nothing again."""
         # One tuple per event, shared by the COPY records and the commit listeners (no dict, no copy).
         rows = _unstored(events, utcnow())
         for attempt in (1, 2):
@@ -305,6 +305,9 @@ class EventWriter:
         raise AssertionError("unreachable")
 
     async def _store_batch(self, rows: list[StoredEvent], key: str | None) -> tuple[BatchResult, list[StoredEvent]]:
+        if key is None and self._dialect == "postgresql" and not any(r.event_id for r in rows):
+            await self._pg_copy(rows)
+            return BatchResult(stored=len(rows), duplicates=0), rows
         async with self._sessions() as session, session.begin():
             if key is not None:
                 prior = await session.get(IngestRequest, key)
@@ -329,6 +332,23 @@ class EventWriter:
                 await self._insert_many(session, fresh)
         return BatchResult(stored=len(fresh), duplicates=len(rows) - len(fresh)), fresh
 
+    async def _pg_copy(self, rows: list[StoredEvent]) -> None:
+        """COPY a batch with nothing to look up (no Idempotency-Key, no event_id) as one autocommitted statement.
+
+        A COPY is all-or-nothing by itself, and committed when PostgreSQL answers it: the session's
+        BEGIN, its first statement and COMMIT were two more round trips and the ORM's bookkeeping.
+        """
+        async with self._engine.connect() as conn:
+            raw = (await conn.get_raw_connection()).driver_connection
+            assert raw is not None
+            try:
+                await _copy_rows(raw, rows)
+            except BaseException:
+                # SQLAlchemy did not see this statement fail: drop the connection rather than pool a broken one
+                with contextlib.suppress(Exception):
+                    await conn.invalidate()
+                raise
+
     async def _insert_many(self, session: AsyncSession, rows: list[StoredEvent]) -> None:
         if self._dialect == "postgresql":
             # COPY is PostgreSQL's bulk path; the session's transaction is already open (a statement ran).
@@ -336,12 +356,7 @@ class EventWriter:
             if not conn.in_transaction():
                 await conn.exec_driver_sql("SELECT 1")
             raw = await conn.get_raw_connection()
-            # A stored event's fields 1..9 are the record, in _COLUMNS order; only a detail needs converting.
-            dumps = json.dumps
-            records = [
-                r[1:10] if r.detail is None else (*r[1:7], dumps(r.detail), r.created_at, r.event_id) for r in rows
-            ]
-            await raw.driver_connection.copy_records_to_table("kpi_event", records=records, columns=_COLUMNS)
+            await _copy_rows(raw.driver_connection, rows)
         else:
             params = [r.params() for r in rows]
             for start in range(0, len(params), _SQLITE_ROWS_PER_STATEMENT):
@@ -355,6 +370,14 @@ class EventWriter:
                 listener(stored)
             except Exception:  # a listener's bug must not turn a committed write into an error
                 log.exception("commit listener %r failed", listener)
+
+
+async def _copy_rows(raw: Any, rows: list[StoredEvent]) -> None:
+    """COPY the rows into kpi_event on an asyncpg connection."""
+    # A stored event's fields 1..9 are the record, in _COLUMNS order; only a detail needs converting.
+    dumps = json.dumps
+    records = [r[1:10] if r.detail is None else (*r[1:7], dumps(r.detail), r.created_at, r.event_id) for r in rows]
+    await raw.copy_records_to_table("kpi_event", records=records, columns=_COLUMNS)
 
 
 async def _existing_event_ids(session: AsyncSession, event_ids: list[str]) -> set[str]:
