@@ -79,3 +79,52 @@ async def test_seed_policies_carry_the_code_default_guard(client):
     assert {(p["guard"], p["guard_confidence"], p["guard_alpha"]) for p in body} == {
         (default.guard.value, default.guard_confidence, default.guard_alpha)
     }
+
+
+async def test_event_id_index_migration_keeps_rows_and_uniqueness(make_settings):
+    """0007 keeps the events stored at 0006, still refuses a second event_id, and indexes only the rows that have one."""
+    from alembic import command
+    from sqlalchemy import func, insert
+    from sqlalchemy.exc import IntegrityError
+
+    engine = create_engine(make_settings())
+    now = datetime(2026, 1, 13, tzinfo=UTC)
+    row = dict(domain="D", metric="m", success=True, created_at=now, event_id=None)
+    try:
+        await migrate.upgrade(engine, "0006_window_index")
+        async with engine.begin() as conn:
+            await conn.execute(insert(KpiEvent.__table__), [row, row, {**row, "event_id": "e1"}])
+        await migrate.upgrade(engine)
+        async with engine.connect() as conn:
+            indexes = await conn.run_sync(lambda c: inspect(c).get_indexes("kpi_event"))
+            uniques = await conn.run_sync(lambda c: inspect(c).get_unique_constraints("kpi_event"))
+            count = (await conn.execute(select(func.count()).select_from(KpiEvent.__table__))).scalar_one()
+        index = [ix for ix in indexes if ix["name"] == "uq_kpi_event_event_id"]
+        assert index and index[0]["unique"] and index[0]["column_names"] == ["event_id"]
+        where = {k: str(v) for k, v in index[0].get("dialect_options", {}).items() if k.endswith("_where")}
+        assert [w.replace("(", "").replace(")", "") for w in where.values()] == ["event_id IS NOT NULL"]
+        assert not [u for u in uniques if u["column_names"] == ["event_id"]]
+        assert count == 3
+        async with engine.begin() as conn:
+            await conn.execute(insert(KpiEvent.__table__), [row, row])  # NULL event_ids are not unique
+        refused = False
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(insert(KpiEvent.__table__), [{**row, "event_id": "e1"}])
+        except IntegrityError:
+            refused = True
+        assert refused
+
+        def down(sync_conn):  # type: ignore[no-untyped-def]
+            cfg = migrate.alembic_config()
+            cfg.attributes["connection"] = sync_conn
+            command.downgrade(cfg, "0006_window_index")
+
+        async with engine.begin() as conn:
+            await conn.run_sync(down)
+        async with engine.connect() as conn:
+            uniques = await conn.run_sync(lambda c: inspect(c).get_unique_constraints("kpi_event"))
+        assert [u["column_names"] for u in uniques if u["name"] == "uq_kpi_event_event_id"] == [["event_id"]]
+        assert await migrate.current_revision(engine) == "0006_window_index"
+    finally:
+        await engine.dispose()

@@ -57,12 +57,19 @@ class KpiEvent(Base):
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # A client-chosen id that makes a retried event count once (unique where given).
-    event_id: Mapped[str | None] = mapped_column(String(ACTOR_LEN), unique=True)
+    event_id: Mapped[str | None] = mapped_column(String(ACTOR_LEN))
 
-    # The window queries read the newest N events of one (domain, metric): this index serves them
-    # in order without touching the rest of the table, whatever its size, and holds the columns
-    # they read (success, value) so that they need not visit the table (migration 0005).
-    __table_args__ = (Index("ix_kpi_event_window", "domain", "metric", "created_at", "id", "success", "value"),)
+    __table_args__ = (
+        # The window queries read the newest N events of one (domain, metric): this index serves them
+        # in order without touching the rest of the table, whatever its size, and holds the columns
+        # they read (success, value) so that they need not visit the table (migration 0006).
+        Index("ix_kpi_event_window", "domain", "metric", "created_at", "id", "success", "value"),
+        # Partial: most events have no event_id, and indexing their NULLs cost every insert (migration 0007).
+        Index(
+            "uq_kpi_event_event_id", "event_id", unique=True,
+            sqlite_where=text("event_id IS NOT NULL"), postgresql_where=text("event_id IS NOT NULL"),
+        ),
+    )
 
 
 class IngestRequest(Base):
