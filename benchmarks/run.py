@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import json
@@ -389,6 +390,39 @@ async def vacuum(schema: str) -> float:
         await conn.close()
 
 
+async def explain_round(schema: str) -> str:
+    """EXPLAIN (ANALYZE, BUFFERS) of the evaluation round's statement, summed up: time, scans, buffers, heap fetches.
+
+    Two full runs saw the 10M rounds 40-60 % slower than the 1M ones while isolated runs did not; the
+    plan and the buffers of the statement as the rounds ran it say whether the plan or the I/O changed.
+    """
+    from kpiguard.tripwire._store import _PG_ROUND_ALL
+
+    conn = await pg_connect(schema)
+    try:
+        await conn.execute("SET jit = off")  # as kpiguard's own connections (db/engine.py)
+        raw = await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {_PG_ROUND_ALL}")
+    finally:
+        await conn.close()
+    top = (json.loads(raw) if isinstance(raw, str) else raw)[0]
+    scans: collections.Counter[str] = collections.Counter()
+    fetches = 0
+
+    def walk(node: dict) -> None:  # type: ignore[type-arg]
+        nonlocal fetches
+        if "Scan" in node["Node Type"] and node.get("Relation Name") == "kpi_event":
+            scans[node["Node Type"]] += 1
+            fetches += int(node.get("Heap Fetches", 0))  # a total over the loops, not a per-loop average
+        for child in node.get("Plans", []):
+            walk(child)
+
+    plan = top["Plan"]
+    walk(plan)
+    kinds = ", ".join(f"{k} ×{v}" for k, v in scans.items())
+    return (f"round statement {top['Execution Time']:.1f} ms ({kinds} on kpi_event; shared buffers hit "
+            f"{plan.get('Shared Hit Blocks', 0):,}, read {plan.get('Shared Read Blocks', 0):,}; heap fetches {fetches:,})")
+
+
 def bench_evaluation(rep: Report, sz: Sizes, work: Path) -> None:
     """100 policies over 1M and then 10M kpi_event rows: evaluations/s and the ratio of the times.
 
@@ -403,24 +437,29 @@ def bench_evaluation(rep: Report, sz: Sizes, work: Path) -> None:
             load1 = asyncio.run(copy_events(schema, 0, sz.eval_small, n))
             asyncio.run(checkpoint())
             t_small = asyncio.run(evaluate_rounds(srv.url, sz.eval_rounds))
+            plan_small = asyncio.run(explain_round(schema))
             vac1 = asyncio.run(vacuum(schema))
             asyncio.run(checkpoint())
             v_small = asyncio.run(evaluate_rounds(srv.url, sz.eval_rounds))
             load2 = asyncio.run(copy_events(schema, sz.eval_small, sz.eval_large - sz.eval_small, n))
             asyncio.run(checkpoint())
             t_large = asyncio.run(evaluate_rounds(srv.url, sz.eval_rounds))
+            plan_large = asyncio.run(explain_round(schema))
             vac2 = asyncio.run(vacuum(schema))
             v_large = asyncio.run(evaluate_rounds(srv.url, sz.eval_rounds))
             total = asyncio.run(pg_count(schema))
     m_small, m_large = statistics.median(t_small), statistics.median(t_large)
-    for label, rows, med, vac, vac_s in (("1M", sz.eval_small, m_small, statistics.median(v_small), vac1),
-                                         ("10M", sz.eval_large, m_large, statistics.median(v_large), vac2)):
+    for label, rows, med, vac, vac_s, plan in (
+        ("1M", sz.eval_small, m_small, statistics.median(v_small), vac1, plan_small),
+        ("10M", sz.eval_large, m_large, statistics.median(v_large), vac2, plan_large),
+    ):
         eps = n / med
         rep.add(Row("evaluation", f"policy evaluation, {n} policies over {rows:,} rows ({label})",
                     fmt(eps, "evaluations/s"), "2,000 evaluations/s", f"{eps / 2000:.2f}×", "≥ 1×", eps >= 2000,
                     f"median of {sz.eval_rounds} rounds of POST /evaluate (all policies) right after the COPY, "
                     f"{fmt(med * 1000, 'ms')} a round; after VACUUM ({fmt(vac_s, 's')}; all-visible pages, "
-                    f"index-only window reads): {fmt(n / vac, 'evaluations/s')}, {fmt(vac * 1000, 'ms')} a round"))
+                    f"index-only window reads): {fmt(n / vac, 'evaluations/s')}, {fmt(vac * 1000, 'ms')} a round; "
+                    f"after the rounds, {plan}"))
     rep.add(Row("evaluation", "evaluation time at 10M ÷ at 1M", fmt(m_large * 1000, "ms"),
                 f"{fmt(m_small * 1000, 'ms')} at 1M", f"{m_large / m_small:.2f}×", "≤ 1.2×",
                 m_large / m_small <= 1.2, f"{total:,} rows at the end; loaded with COPY at {fmt(load1, 'rows/s')} "
