@@ -57,6 +57,34 @@ def loadavg() -> str:
     return " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def _cpu_seconds(stat_path: str) -> float:
+    fields = Path(stat_path).read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far."""
+    return _cpu_seconds(f"/proc/{pid}/stat")
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU seconds used so far by every running PostgreSQL process on this machine (backends included).
+
+    CPU time, unlike wall time, does not grow when other work shares the cores: a row that moves with
+    the machine's load says with it how much work it did.
+    """
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if Path(f"/proc/{entry}/comm").read_text().startswith("postgres"):
+                total += _cpu_seconds(f"/proc/{entry}/stat")
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended meanwhile
+    return total
+
+
 def rss_mb(pid: int) -> float:
     """Resident set size of a process in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -356,18 +356,40 @@ async def _chunks(data: bytes, size: int = 1 << 20):  # type: ignore[no-untyped-
         yield data[i : i + size]
 
 
-async def evaluate_rounds(url: str, rounds: int) -> list[float]:
-    """Seconds per POST /evaluate of every enabled policy, after two warm-up rounds."""
+@dataclass
+class Rounds:
+    """Evaluation rounds: wall seconds of each, and the CPU seconds a round took in the server and in PostgreSQL."""
+
+    times: list[float]
+    server_cpu: float
+    postgres_cpu: float
+
+    @property
+    def median(self) -> float:
+        """Median wall seconds of a round."""
+        return statistics.median(self.times)
+
+    def cpu_note(self) -> str:
+        """The CPU a round took, as text."""
+        return (f"CPU a round: server {fmt(self.server_cpu * 1000, 'ms')}, "
+                f"PostgreSQL {fmt(self.postgres_cpu * 1000, 'ms')}")
+
+
+async def evaluate_rounds(url: str, rounds: int, server_pid: int | None = None) -> Rounds:
+    """POST /evaluate of every enabled policy ``rounds`` times after two warm-up rounds: wall and CPU per round."""
     times = []
     async with aiohttp.ClientSession() as s:
         for i in range(rounds + 2):
+            if i == 2:
+                cpu0 = (h.cpu_seconds(server_pid) if server_pid else 0.0, h.postgres_cpu_seconds())
             t0 = time.perf_counter()
             async with s.post(url + "/api/governance/regression/evaluate", json={}) as resp:
                 data = await resp.json()
                 assert resp.status == 200, data
             if i >= 2:
                 times.append(time.perf_counter() - t0)
-    return times
+    server = (h.cpu_seconds(server_pid) - cpu0[0]) / rounds if server_pid else 0.0
+    return Rounds(times, server, (h.postgres_cpu_seconds() - cpu0[1]) / rounds)
 
 
 async def upsert_policies(url: str, pairs: int) -> None:
@@ -436,34 +458,39 @@ def bench_evaluation(rep: Report, sz: Sizes, work: Path) -> None:
             asyncio.run(upsert_policies(srv.url, n))
             load1 = asyncio.run(copy_events(schema, 0, sz.eval_small, n))
             asyncio.run(checkpoint())
-            t_small = asyncio.run(evaluate_rounds(srv.url, sz.eval_rounds))
+            t_small = asyncio.run(evaluate_rounds(srv.url, sz.eval_rounds, srv.pid))
             plan_small = asyncio.run(explain_round(schema))
             vac1 = asyncio.run(vacuum(schema))
             asyncio.run(checkpoint())
-            v_small = asyncio.run(evaluate_rounds(srv.url, sz.eval_rounds))
+            v_small = asyncio.run(evaluate_rounds(srv.url, sz.eval_rounds, srv.pid))
             load2 = asyncio.run(copy_events(schema, sz.eval_small, sz.eval_large - sz.eval_small, n))
             asyncio.run(checkpoint())
-            t_large = asyncio.run(evaluate_rounds(srv.url, sz.eval_rounds))
+            t_large = asyncio.run(evaluate_rounds(srv.url, sz.eval_rounds, srv.pid))
             plan_large = asyncio.run(explain_round(schema))
             vac2 = asyncio.run(vacuum(schema))
-            v_large = asyncio.run(evaluate_rounds(srv.url, sz.eval_rounds))
+            v_large = asyncio.run(evaluate_rounds(srv.url, sz.eval_rounds, srv.pid))
             total = asyncio.run(pg_count(schema))
-    m_small, m_large = statistics.median(t_small), statistics.median(t_large)
-    for label, rows, med, vac, vac_s, plan in (
-        ("1M", sz.eval_small, m_small, statistics.median(v_small), vac1, plan_small),
-        ("10M", sz.eval_large, m_large, statistics.median(v_large), vac2, plan_large),
+    m_small, m_large = t_small.median, t_large.median
+    for label, rows, med, vac, vac_s, plan, cpu in (
+        ("1M", sz.eval_small, m_small, v_small.median, vac1, plan_small, t_small.cpu_note()),
+        ("10M", sz.eval_large, m_large, v_large.median, vac2, plan_large, t_large.cpu_note()),
     ):
         eps = n / med
         rep.add(Row("evaluation", f"policy evaluation, {n} policies over {rows:,} rows ({label})",
                     fmt(eps, "evaluations/s"), "2,000 evaluations/s", f"{eps / 2000:.2f}×", "≥ 1×", eps >= 2000,
                     f"median of {sz.eval_rounds} rounds of POST /evaluate (all policies) right after the COPY, "
-                    f"{fmt(med * 1000, 'ms')} a round; after VACUUM ({fmt(vac_s, 's')}; all-visible pages, "
+                    f"{fmt(med * 1000, 'ms')} a round ({cpu}); after VACUUM ({fmt(vac_s, 's')}; all-visible pages, "
                     f"index-only window reads): {fmt(n / vac, 'evaluations/s')}, {fmt(vac * 1000, 'ms')} a round; "
                     f"after the rounds, {plan}"))
+    cpu_small, cpu_large = (t.server_cpu + t.postgres_cpu for t in (t_small, t_large))
+    note = f"{total:,} rows at the end; loaded with COPY at {fmt(load1, 'rows/s')} and {fmt(load2, 'rows/s')}"
+    if cpu_small > 0:
+        note += (f"; CPU a round (server + PostgreSQL, which the machine's other load does not inflate): "
+                 f"{fmt(cpu_large * 1000, 'ms')} at 10M ÷ {fmt(cpu_small * 1000, 'ms')} at 1M = "
+                 f"{cpu_large / cpu_small:.2f}×")
     rep.add(Row("evaluation", "evaluation time at 10M ÷ at 1M", fmt(m_large * 1000, "ms"),
                 f"{fmt(m_small * 1000, 'ms')} at 1M", f"{m_large / m_small:.2f}×", "≤ 1.2×",
-                m_large / m_small <= 1.2, f"{total:,} rows at the end; loaded with COPY at {fmt(load1, 'rows/s')} "
-                f"and {fmt(load2, 'rows/s')}"))
+                m_large / m_small <= 1.2, note))
 
 
 # --- 4. /metrics ---
