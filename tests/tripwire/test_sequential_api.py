@@ -153,6 +153,46 @@ async def test_evaluate_all_folds_sequential_policies(client):
     assert (await stored(client)).cusum_last_event_id == 250
 
 
+async def test_evaluate_all_shares_the_round_once_the_cusum_is_up_to_date(client):
+    """With nothing new to fold, evaluate-all evaluates a sequential policy in its shared round (no fold read), with
+    the verdict evaluating it alone gives; after new events it folds them first."""
+    from sqlalchemy import event
+
+    from kpiguard.keys import ENGINE
+
+    await client.post(UPSERT, json={**KEY, "enabled": True, "guard": "sequential", "dry_run": True})
+    await send(client, successes(250, 0.95) + successes(30, 0.6))
+    await settle(client, 280)
+    folds: list[str] = []
+    singles: list[str] = []
+
+    def record(conn, cursor, statement, params, context, executemany):  # type: ignore[no-untyped-def]
+        if "cusum_statistic" in statement and statement.lstrip().upper().startswith("UPDATE"):
+            folds.append(statement)
+        if "pol.domain = " in statement or "regression_policy.domain = " in statement:
+            singles.append(statement)  # a read of one policy: evaluate_one's
+
+    sync_engine = client.app[ENGINE].sync_engine
+    event.listen(sync_engine, "before_cursor_execute", record)
+    try:
+        (shared,) = await (await client.post(EVALUATE, json={})).json()
+        assert singles == []  # evaluated in the shared round, not handed to evaluate_one
+        alone = await evaluate(client)
+        assert singles  # the single-policy evaluate reads one policy
+        assert folds == []  # up to date: neither folded, so neither wrote the CUSUM
+        await send(client, successes(5, 0.0))
+        await settle(client, 285)
+    finally:
+        event.remove(sync_engine, "before_cursor_execute", record)
+    for key in ("triggered", "drop_fraction", "evidence", "note"):
+        assert shared[key] == alone[key], key
+    assert shared["evidence"]["statistic"] > 0
+    assert folds  # the new events were folded
+    row = await stored(client)
+    values = [1.0 if s else 0.0 for s in successes(250, 0.95) + successes(30, 0.6) + successes(5, 0.0)]
+    assert row.cusum_statistic == pytest.approx(play(POLICY, values, FRESH, 200).statistic)
+
+
 async def test_unknown_guard_lists_the_choices(client):
     """An unknown guard is a 422 naming the field and listing none, evidence and sequential."""
     resp = await client.post(UPSERT, json={**KEY, "guard": "cusum"})

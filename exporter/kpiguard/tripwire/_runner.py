@@ -25,8 +25,9 @@ from kpiguard.metrics import Metrics
 from kpiguard.tripwire._evaluate import Evaluation, evaluate
 from kpiguard.tripwire._policy import Action, Guard, Policy
 from kpiguard.tripwire._sequential import Cusum
-from kpiguard.tripwire._sequential_state import CUSUM_COLUMNS, fold_new_events
+from kpiguard.tripwire._sequential_state import CUSUM_COLUMNS, cusum_of, fold_new_events
 from kpiguard.tripwire._store import (
+    PolicyRound,
     get_state_row,
     latch_and_write_state,
     list_policies,
@@ -85,7 +86,9 @@ class Evaluator:
             if state is None:
                 row = await get_state_row(session, policy.domain, policy.metric)
                 state = {c.name: getattr(row, c.name) for c in RegressionState.__table__.columns}
-            cusum = await _fold_cusum(session, policy, state) if policy.guard is Guard.SEQUENTIAL else None
+            cusum = None
+            if policy.guard is Guard.SEQUENTIAL:
+                cusum = await _fold_cusum(session, policy, state) if _must_fold(r, state) else _stored_cusum(state)
             ev = evaluate(policy, r.recent, r.baseline, cusum)
             now = utcnow()
             step = decide(policy, state, ev, r.fresh)
@@ -118,8 +121,8 @@ class Evaluator:
     async def evaluate_all(self, *, actor: str | None, source: audit.Source) -> list[Verdict]:
         """Evaluate every enabled policy; those that enforce nothing share one read and one write.
 
-        A policy that would latch (or has no state row yet) is evaluated again by :meth:`evaluate_one`,
-        so that an action runs exactly as it does after ingest.
+        A policy that would latch (or has no state row yet, or a CUSUM with events to fold) is evaluated
+        again by :meth:`evaluate_one`, so that an action runs exactly as it does after ingest.
         """
         start = time.perf_counter()
         verdicts: dict[tuple[str, str], Verdict] = {}
@@ -136,11 +139,18 @@ class Evaluator:
             writes = []
             for r in rounds:
                 policy, state = r.policy, r.state
-                ev = evaluate(policy, r.recent, r.baseline)
-                # The sequential guard folds the new events into its stored CUSUM: that takes evaluate_one.
-                if state is None or policy.guard is Guard.SEQUENTIAL:
+                if state is None:
                     alone.append(policy.key)
                     continue
+                cusum = None
+                if policy.guard is Guard.SEQUENTIAL:
+                    # New events to fold into the stored CUSUM take evaluate_one (it reads them); a CUSUM
+                    # that has folded every event evaluates here with the rest, as it stands.
+                    if _must_fold(r, state):
+                        alone.append(policy.key)
+                        continue
+                    cusum = _stored_cusum(state)
+                ev = evaluate(policy, r.recent, r.baseline, cusum)
                 step = decide(policy, state, ev, r.fresh)
                 if step.latch:
                     alone.append(policy.key)
@@ -269,6 +279,16 @@ class Evaluator:
                 self._metrics.risk_policy_enabled.labels(p.engine).set(1 if p.enabled else 0)
             state = await enforcement.read_state(session)
         self._metrics.kill_switch.set(1 if state.kill_switch_engaged else 0)
+
+
+def _must_fold(r: PolicyRound, state: Mapping[str, Any]) -> bool:
+    """Whether the stored CUSUM lacks events: its recent window holds events newer than the last folded, or it is new."""
+    return bool(r.unfolded) or state["cusum_statistic"] is None
+
+
+def _stored_cusum(state: Mapping[str, Any]) -> Cusum:
+    """The CUSUM as the state row holds it."""
+    return cusum_of(SimpleNamespace(**{c: state[c] for c in CUSUM_COLUMNS}))  # type: ignore[arg-type]
 
 
 async def _fold_cusum(session: AsyncSession, policy: Policy, state: Mapping[str, Any]) -> Cusum:

@@ -223,6 +223,9 @@ class PolicyRound:
     recent: WindowStats
     baseline: WindowStats
     fresh: int  # of the window + baseline events, those newer than the state's rearm_after_id
+    # Of the recent window's events, those newer than the last one the CUSUM folded (all of them when
+    # it has folded none): 0 means a stored CUSUM is up to date and the evaluation need not fold.
+    unfolded: int = 0
 
 
 _POLICY = RegressionPolicy.__table__
@@ -234,7 +237,7 @@ _STATE_READ = tuple(c for c in _STATE.columns if c.name not in EVALUATED)
 _STATE_NAMES = tuple(c.name for c in _STATE_READ)
 _N_POLICY = len(_POLICY.columns)
 _N_STATE = len(_STATE_READ)
-_WINDOW_COLUMNS = ("n", "total", "total_sq", "fresh")
+_WINDOW_COLUMNS = ("n", "total", "total_sq", "fresh", "unfolded")
 
 
 def _pg_window(name: str, limit: str, offset: str | None = None) -> str:
@@ -243,7 +246,8 @@ def _pg_window(name: str, limit: str, offset: str | None = None) -> str:
     # (row_number() over window + baseline and a GROUP BY took twice as long over 1M rows).
     return f"""CROSS JOIN LATERAL (
     SELECT count(*) AS n, sum(x.v) AS total, sum(x.v * x.v) AS total_sq,
-           count(*) FILTER (WHERE x.id > st.rearm_after_id) AS fresh
+           count(*) FILTER (WHERE x.id > st.rearm_after_id) AS fresh,
+           count(*) FILTER (WHERE x.id > COALESCE(st.cusum_last_event_id, -1)) AS unfolded
     FROM (
         SELECT k.id, CASE WHEN pol.aggregation = 'mean_value' THEN k.value
                           WHEN k.success THEN 1.0::float8 ELSE 0.0::float8 END AS v
@@ -300,7 +304,8 @@ def _window_select(mean: bool) -> Any:
             newest = newest.where(ev.c.value.is_not(None))
         newest = newest.order_by(ev.c.created_at.desc(), ev.c.id.desc()).limit(limit).offset(offset).subquery()
         return select(func.count(), func.sum(newest.c.v), func.sum(newest.c.v * newest.c.v),
-                      func.count().filter(newest.c.id > bindparam("after")), literal(offset is not None).label("b"))
+                      func.count().filter(newest.c.id > bindparam("after")),
+                      func.count().filter(newest.c.id > bindparam("folded")), literal(offset is not None).label("b"))
 
     both = union_all(window(bindparam("window"), None), window(bindparam("baseline"), bindparam("window"))).subquery()
     return select(both).order_by(both.c.b)
@@ -324,10 +329,10 @@ def _policy(row: Any) -> Policy:
     return policy
 
 
-def _round_of(row: Any, recent: WindowStats, baseline: WindowStats, fresh: int) -> PolicyRound:
+def _round_of(row: Any, recent: WindowStats, baseline: WindowStats, fresh: int, unfolded: int) -> PolicyRound:
     state_values = row[_N_POLICY : _N_POLICY + _N_STATE]
     state = None if state_values[0] is None else dict(zip(_STATE_NAMES, state_values, strict=True))
-    return PolicyRound(_policy(row), state, recent, baseline, fresh)
+    return PolicyRound(_policy(row), state, recent, baseline, fresh, unfolded)
 
 
 def _stats(n: int | None, total: float | None, total_sq: float | None) -> WindowStats:
@@ -349,19 +354,21 @@ async def read_round(session: AsyncSession, key: tuple[str, str] | None = None) 
         out = []
         at = _N_POLICY + _N_STATE
         for row in result:
-            rn, rt, rsq, rf, bn, bt, bsq, bf = row[at:]
-            out.append(_round_of(row, _stats(rn, rt, rsq), _stats(bn, bt, bsq), int(rf or 0) + int(bf or 0)))
+            rn, rt, rsq, rf, ru, bn, bt, bsq, bf, _ = row[at:]
+            out.append(_round_of(row, _stats(rn, rt, rsq), _stats(bn, bt, bsq), int(rf or 0) + int(bf or 0),
+                                 int(ru or 0)))
         return out
     out = []
     for row in (await session.execute(_policies_and_states(key))).all():
         policy = _policy(row)
-        after = row.state_rearm_after_id
+        after, folded = row.state_rearm_after_id, row.state_cusum_last_event_id
         params = {"domain": policy.domain, "metric": policy.metric, "window": policy.window_events,
-                  "baseline": policy.baseline_events, "after": -1 if after is None else after}
-        (rn, rt, rsq, rf, _), (bn, bt, bsq, bf, _) = (await session.execute(
+                  "baseline": policy.baseline_events, "after": -1 if after is None else after,
+                  "folded": -1 if folded is None else folded}
+        (rn, rt, rsq, rf, ru, _), (bn, bt, bsq, bf, _, _) = (await session.execute(
             _WINDOWS_SQLITE[policy.aggregation is Aggregation.MEAN_VALUE], params)).all()
         out.append(_round_of(row, _stats(rn, rt, rsq), _stats(bn, bt, bsq),
-                             int(rf or 0) + int(bf or 0) if after is not None else 0))
+                             int(rf or 0) + int(bf or 0) if after is not None else 0, int(ru or 0)))
     return out
 
 
