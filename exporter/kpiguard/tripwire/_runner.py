@@ -23,7 +23,7 @@ from kpiguard.errors import NotFound
 from kpiguard.ingest import StoredEvent
 from kpiguard.metrics import Metrics
 from kpiguard.tripwire._evaluate import Evaluation, evaluate
-from kpiguard.tripwire._policy import Action, Guard, Policy
+from kpiguard.tripwire._policy import CUSUM_GUARDS, Action, Policy
 from kpiguard.tripwire._sequential import Cusum
 from kpiguard.tripwire._sequential_state import CUSUM_COLUMNS, fold_new_events
 from kpiguard.tripwire._store import (
@@ -85,7 +85,7 @@ class Evaluator:
             if state is None:
                 row = await get_state_row(session, policy.domain, policy.metric)
                 state = {c.name: getattr(row, c.name) for c in RegressionState.__table__.columns}
-            cusum = await _fold_cusum(session, policy, state) if policy.guard is Guard.SEQUENTIAL else None
+            cusum = await _fold_cusum(session, policy, state) if policy.guard in CUSUM_GUARDS else None
             ev = evaluate(policy, r.recent, r.baseline, cusum)
             now = utcnow()
             step = decide(policy, state, ev, r.fresh)
@@ -137,8 +137,9 @@ class Evaluator:
             for r in rounds:
                 policy, state = r.policy, r.state
                 ev = evaluate(policy, r.recent, r.baseline)
-                # The sequential guard folds the new events into its stored CUSUM: that takes evaluate_one.
-                if state is None or policy.guard is Guard.SEQUENTIAL:
+                # The sequential and combined guards fold the new events into their stored CUSUM: that takes
+                # evaluate_one.
+                if state is None or policy.guard in CUSUM_GUARDS:
                     alone.append(policy.key)
                     continue
                 step = decide(policy, state, ev, r.fresh)
