@@ -23,7 +23,7 @@ def load_harness():  # type: ignore[no-untyped-def]
 
 
 def test_quick_run_writes_the_report(tmp_path: Path) -> None:
-    """--quick writes DETECTION-style markdown with the exact table, the stable table and both change tables."""
+    """--quick writes DETECTION-style markdown with the exact table, the stable table and every change table."""
     out = tmp_path / "DETECTION.md"
     assert load_harness().main(["--quick", "--jobs", "1", "--seed", "7", "--out", str(out)]) == 0
     text = out.read_text(encoding="utf-8")
@@ -34,7 +34,8 @@ def test_quick_run_writes_the_report(tmp_path: Path) -> None:
         "### 3a. Plain rule (`guard: none`)",
         "### 3b. Evidence guard (`guard: evidence`)",
         "### 3c. Sequential guard (`guard: sequential`)",
-        "### 3d. Oracle: the lower bound",
+        "### 3d. Combined guard (`guard: combined`)",
+        "### 3e. Oracle: the lower bound",
         "## Why these guards",
     ):
         assert heading in text
@@ -43,15 +44,17 @@ def test_quick_run_writes_the_report(tmp_path: Path) -> None:
     plain = text.split("### 3a.")[1].split("### 3b.")[0]
     evidence = text.split("### 3b.")[1].split("### 3c.")[0]
     sequential = text.split("### 3c.")[1].split("### 3d.")[0]
-    oracle = text.split("### 3d.")[1].split("## 4.")[0]
+    combined = text.split("### 3d.")[1].split("### 3e.")[0]
+    oracle = text.split("### 3e.")[1].split("## 4.")[0]
     rows = [line.split("|")[1] for line in plain.splitlines() if line.startswith("| scenario")]
-    for table in (evidence, sequential):
+    for table in (evidence, sequential, combined):
         assert rows and rows == [line.split("|")[1] for line in table.splitlines() if line.startswith("| scenario")]
     assert any("scenario 2" in row for row in rows)
     # The oracle runs on the real drops only: scenarios 1 and 3, not the sub-threshold scenario 2.
     oracle_rows = [line.split("|")[1].strip() for line in oracle.splitlines() if line.startswith("| scenario")]
     assert oracle_rows == ["scenario 1 0.95->0.60", "scenario 3 mean +500->-300 sd 250"]
-    assert "Targets met (the rows that apply to both guards): **evidence" in text
+    assert "Targets met (the rows that apply to every guard): **evidence" in text
+    assert "**combined" in text.split("Targets met")[1].split("\n")[0]
 
 
 def test_oracle_run_length_is_exact() -> None:

@@ -1,4 +1,4 @@
-"""guard: sequential through the HTTP API and the database, on SQLite and PostgreSQL: state carried, reset, reported."""
+"""guard: sequential and combined through the API and the database, on SQLite and PostgreSQL: state carried, reset."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from kpiguard.client._demo import outcomes as successes
 from kpiguard.db.models import RegressionState
 from kpiguard.keys import SESSIONS
 from kpiguard.tripwire import Guard, Policy
-from kpiguard.tripwire._sequential import FRESH, boundary, play
+from kpiguard.tripwire._sequential import BACKSTOP_BOUNDARY, FRESH, boundary, play
 from kpiguard.tripwire._sequential_state import MAX_FOLD_EVENTS
 
 BATCH = "/api/v1/kpi-events"
@@ -194,9 +194,73 @@ async def test_evaluate_all_shares_the_round_once_the_cusum_is_up_to_date(client
 
 
 async def test_unknown_guard_lists_the_choices(client):
-    """An unknown guard is a 422 naming the field and listing none, evidence and sequential."""
+    """An unknown guard is a 422 naming the field and listing none, evidence, sequential and combined."""
     resp = await client.post(UPSERT, json={**KEY, "guard": "cusum"})
     assert resp.status == 422
     error = (await resp.json())["error"]
     assert error["field"] == "guard"
-    assert sorted(error["choices"]) == ["evidence", "none", "sequential"]
+    assert sorted(error["choices"]) == ["combined", "evidence", "none", "sequential"]
+
+
+# --- guard: combined: the window test with a CUSUM backstop, whose state carries the same way ---------------
+
+COMBINED = Policy("WHOLESALE", "contract_rate", guard=Guard.COMBINED)
+
+
+async def test_combined_guard_reports_both_parts_and_stores_its_backstop(client):
+    """Good events: OK with the window test's and the backstop's evidence; the 20% window triggers; re-enable resets."""
+    resp = await client.post(UPSERT, json={**KEY, "enabled": True, "guard": "combined"})
+    assert resp.status == 200 and (await resp.json())["policy"]["guard"] == "combined"
+    await evaluate(client)
+    await send(client, successes(200, 0.95))
+    body = await evaluate(client)
+    assert body["triggered"] is False and body["note"].startswith("OK drop=")
+    assert set(body["evidence"]) == {"p_value", "confidence", "drop_low", "drop_high", "statistic", "boundary",
+                                     "reference", "level"}
+    assert body["evidence"]["boundary"] == BACKSTOP_BOUNDARY
+    await send(client, successes(50, 0.20))
+    await settle(client, 250)
+    body = await evaluate(client)
+    assert body["triggered"] is True and body["drop_fraction"] == 0.789
+    # The backstop folded every event as play() does, the ratio summed since its reference included.
+    expected = play(COMBINED, [1.0 if s else 0.0 for s in successes(200, 0.95) + successes(50, 0.20)])
+    row = await stored(client)
+    assert row.cusum_statistic == pytest.approx(expected.statistic)
+    assert row.cusum_total == pytest.approx(expected.total)
+    resp = await client.post(UPSERT, json={**KEY, "enabled": True, "changed_by": "bryan", "reason": "fixed"})
+    assert (await resp.json())["released"]
+    row = await stored(client)
+    assert row.cusum_statistic == 0.0 and row.cusum_total == 0.0 and row.cusum_reference is None
+
+
+async def test_combined_state_is_the_same_whatever_the_batches(client):
+    """The backstop folded over several evaluations gives the statistic and sum of folding the events one by one."""
+    await client.post(UPSERT, json={**KEY, "enabled": True, "guard": "combined", "dry_run": True})
+    await evaluate(client)
+    outcomes = successes(230, 0.9) + successes(40, 0.7) + successes(17, 0.5) + successes(300, 0.9)
+    done = 0
+    for size in (230, 1, 39, 17, 300):
+        await send(client, outcomes[done : done + size])
+        done += size
+        await settle(client, done)
+        expected = play(COMBINED, [1.0 if s else 0.0 for s in outcomes[:done]])
+        row = await stored(client)
+        assert (row.cusum_statistic, row.cusum_total) == (
+            pytest.approx(expected.statistic), pytest.approx(expected.total)), done
+        assert row.cusum_reference == pytest.approx(expected.reference.value if expected.reference else None)
+
+
+async def test_a_sequential_row_stored_without_the_sum_reads_it_from_its_statistic(client):
+    """A CUSUM stored before cusum_total existed (null) folds on as if the sum were its statistic."""
+    await client.post(UPSERT, json={**KEY, "enabled": True, "guard": "sequential", "dry_run": True})
+    await evaluate(client)
+    outcomes = successes(250, 0.95) + successes(20, 0.7)
+    await send(client, outcomes[:260])
+    await settle(client, 260)
+    async with client.app[SESSIONS]() as session, session.begin():
+        stmt = select(RegressionState).where(RegressionState.metric == "contract_rate")
+        (await session.execute(stmt)).scalar_one().cusum_total = None
+    await send(client, outcomes[260:])
+    await settle(client, 270)
+    expected = play(POLICY, [1.0 if s else 0.0 for s in outcomes])
+    assert (await stored(client)).cusum_statistic == pytest.approx(expected.statistic)

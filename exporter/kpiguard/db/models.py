@@ -129,12 +129,14 @@ class RegressionState(Base):
     note: Mapped[str | None] = mapped_column(String(1024))
     # After a re-enable, only events with a larger id count towards re-arming the tripwire.
     rearm_after_id: Mapped[int | None] = mapped_column(BigInteger)
-    # guard: sequential: the CUSUM statistic, the reference frozen while it is positive (value, zero-drift
-    # level, a mean's sd) and the id of the newest event folded in; all null for a fresh CUSUM.
+    # guard: sequential and combined: the CUSUM statistic, the frozen reference (value, zero-drift level, a
+    # mean's sd), the log-likelihood ratio summed since the reference was taken and the id of the newest
+    # event folded in; all null for a fresh CUSUM.
     cusum_statistic: Mapped[float | None] = mapped_column(Float)
     cusum_reference: Mapped[float | None] = mapped_column(Float)
     cusum_level: Mapped[float | None] = mapped_column(Float)
     cusum_scale: Mapped[float | None] = mapped_column(Float)
+    cusum_total: Mapped[float | None] = mapped_column(Float)
     cusum_last_event_id: Mapped[int | None] = mapped_column(BigInteger)
 
 

@@ -30,7 +30,8 @@ from kpiguard.rulegen._sequences import (
     window_figures,
     window_values,
 )
-from kpiguard.tripwire import Aggregation, Guard, Policy
+from kpiguard.tripwire import Aggregation, Policy
+from kpiguard.tripwire._policy import CUSUM_GUARDS
 from kpiguard.tripwire._sequential import FRESH, play
 
 # Samples every 5 minutes, rule evaluations every 10. promtool evaluates every rule from time 0 to T, so the
@@ -149,17 +150,17 @@ def simulate(policy: Policy, scenario: Scenario, options: RuleOptions) -> Simula
     grid = place(events, before + recent, lay.samples, step)
     cache: dict[int, CountWindows] = {}
     windows: list[CountWindows | None] = []
-    # A sequential guard's CUSUM, folded as the events arrive: the service evaluating after every event.
+    # A sequential or combined guard's CUSUM, folded as the events arrive: the service evaluating after every event.
     cusum, folded = FRESH, 0
     for seen in grid.seen:
         if seen == 0:
             windows.append(None)
             continue
         if seen not in cache:
-            if policy.guard is Guard.SEQUENTIAL:
+            if policy.guard in CUSUM_GUARDS:
                 values = window_values(events[:seen], policy.aggregation)
                 cusum, folded = play(policy, values, cusum, start=folded), len(values)
-            cache[seen] = count_windows(events[:seen], policy, cusum if policy.guard is Guard.SEQUENTIAL else None)
+            cache[seen] = count_windows(events[:seen], policy, cusum if policy.guard in CUSUM_GUARDS else None)
         windows.append(cache[seen])
     return Simulation(policy, scenario, lay, grid, tuple(windows))
 

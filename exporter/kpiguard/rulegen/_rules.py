@@ -8,9 +8,9 @@ recording rules, always compare figures of the same evaluation.
 
 The count-window alert of a ``guard: none`` policy is the seed's plain rule in PromQL, on the windows kpiguard
 exports. A guard cannot be computed in PromQL (``evidence`` needs likelihood-ratio and Welch tests of the
-windows' counts and sums of squares, ``sequential`` a CUSUM folded event by event with state), so for a guarded
-policy the alert reads the evaluator's verdict, ``kpiguard_regression_firing``, and Alertmanager acts on the
-same decision as the native evaluator.
+windows' counts and sums of squares, ``sequential`` and ``combined`` a CUSUM folded event by event with state),
+so for a guarded policy the alert reads the evaluator's verdict, ``kpiguard_regression_firing``, and Alertmanager
+acts on the same decision as the native evaluator.
 """
 
 from __future__ import annotations
@@ -173,6 +173,9 @@ _GUARD_WORDS = {
                     "and at least the threshold with confidence {confidence:g} (guard: evidence)",
     Guard.SEQUENTIAL: "its CUSUM of drops against the policy's max_drop_fraction of {threshold} crossed the boundary "
                       "set by guard_alpha {alpha:g} (guard: sequential)",
+    Guard.COMBINED: "the drop reached the policy's max_drop_fraction of {threshold}, significant at p <= {alpha:g} "
+                    "and at least the threshold with confidence {confidence:g}, or its CUSUM backstop crossed its "
+                    "boundary (guard: combined)",
 }
 
 

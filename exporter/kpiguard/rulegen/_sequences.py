@@ -88,8 +88,8 @@ def window_values(events: Sequence[Event], aggregation: Aggregation) -> list[flo
 def count_windows(events: Sequence[Event], policy: Policy, cusum: Cusum | None = None) -> CountWindows:
     """The windows kpiguard evaluates over ``events`` (oldest first): the newest window_events and those before.
 
-    ``firing`` is the real evaluator's verdict on them; a ``guard: sequential`` policy needs ``cusum``, its
-    CUSUM with these events folded in.
+    ``firing`` is the real evaluator's verdict on them; a ``guard: sequential`` or ``combined`` policy needs
+    ``cusum``, its CUSUM with these events folded in.
     """
     split = max(0, len(events) - policy.window_events)
     recent = events[split:]

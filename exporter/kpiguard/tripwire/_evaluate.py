@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from kpiguard.tripwire._guard import mean_value_evidence, success_rate_evidence
 from kpiguard.tripwire._policy import Aggregation, Guard, Policy
-from kpiguard.tripwire._sequential import FRESH, Cusum, boundary
+from kpiguard.tripwire._sequential import FRESH, Cusum, scheme
 from kpiguard.tripwire._sequential import evidence as sequential_evidence
 from kpiguard.tripwire._window import WindowStats
 
@@ -60,6 +60,8 @@ def evaluate(policy: Policy, recent: WindowStats, baseline: WindowStats, cusum: 
     (:func:`kpiguard.tripwire._sequential.fold`; none given: a fresh one, which never triggers):
     it triggers when the statistic reaches its boundary, whatever the point drop of the two
     windows (the CUSUM's reference does not re-baseline while it climbs; the windows do).
+    ``Guard.COMBINED`` triggers when the evidence guard would, or when ``cusum`` (its backstop)
+    reaches the backstop's boundary.
     """
     n_r, n_b = recent.n, baseline.n
     current = recent.total / n_r if n_r else None
@@ -79,10 +81,20 @@ def evaluate(policy: Policy, recent: WindowStats, baseline: WindowStats, cusum: 
     threshold = policy.max_drop_fraction
     if policy.guard == Guard.SEQUENTIAL:
         return _sequential(policy, cusum or FRESH, drop, current, result)
+    backstop: Cusum | None = None
     if policy.guard != Guard.NONE:
         evidence = _evidence(policy, recent, baseline)
+    if policy.guard == Guard.COMBINED:
+        backstop = cusum or FRESH
+        evidence = {**(evidence or {}), **sequential_evidence(backstop, policy)}
     if drop is None:
         return result(False, f"UNDEFINED_DROP baseline=0 current={current:.3f}")
+    backstop_note = ""
+    if backstop is not None:
+        h = scheme(policy).boundary
+        if backstop.statistic >= h:
+            return result(True, f"TRIGGERED drop={drop:.3f} action={policy.action}")
+        backstop_note = f" statistic={backstop.statistic:.2f} (needs >= {h:.2f})"
     if drop + _TOLERANCE < threshold:
         return result(False, f"OK drop={drop:.3f}")
     if evidence is not None:
@@ -94,7 +106,7 @@ def evaluate(policy: Policy, recent: WindowStats, baseline: WindowStats, cusum: 
                 False,
                 f"HELD drop={drop:.3f} guard={policy.guard} "
                 f"confidence={confidence:.3f} (needs {policy.guard_confidence:.3f}) "
-                f"p_value={p_value:.1e} (needs <= {policy.guard_alpha:.1e})",
+                f"p_value={p_value:.1e} (needs <= {policy.guard_alpha:.1e})" + backstop_note,
             )
     return result(True, f"TRIGGERED drop={drop:.3f} action={policy.action}")
 
@@ -111,7 +123,7 @@ def _sequential(
 ) -> Evaluation:
     """The sequential guard's verdict on enforceable windows: the CUSUM decides, the point drop only names it."""
     evidence = sequential_evidence(cusum, policy)
-    h = boundary(policy.guard_alpha)
+    h = scheme(policy).boundary
     if drop is None:
         return dataclasses.replace(result(False, f"UNDEFINED_DROP baseline=0 current={current:.3f}"), evidence=evidence)
     if cusum.statistic >= h:

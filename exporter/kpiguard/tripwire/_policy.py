@@ -23,6 +23,14 @@ class Guard(enum.StrEnum):
     # Page's CUSUM of the per-event log-likelihood ratio against a reference frozen while it is positive;
     # triggers when it reaches ln(1 / guard_alpha) + slack (_sequential.py). Carries state between evaluations.
     SEQUENTIAL = "sequential"
+    # The evidence guard's window test, or a CUSUM backstop with a high boundary whose reference is re-taken
+    # only on evidence that the stream has not dropped (_sequential.py): fast on clear drops, quiet on
+    # sub-threshold ones, and a sustained drop past the threshold is caught even when no window shows it.
+    COMBINED = "combined"
+
+
+# The guards that carry a CUSUM from one evaluation to the next.
+CUSUM_GUARDS = frozenset({Guard.SEQUENTIAL, Guard.COMBINED})
 
 
 class Aggregation(enum.StrEnum):

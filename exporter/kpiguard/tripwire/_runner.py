@@ -23,7 +23,7 @@ from kpiguard.errors import NotFound
 from kpiguard.ingest import StoredEvent
 from kpiguard.metrics import Metrics
 from kpiguard.tripwire._evaluate import Evaluation, evaluate
-from kpiguard.tripwire._policy import Action, Guard, Policy
+from kpiguard.tripwire._policy import CUSUM_GUARDS, Action, Policy
 from kpiguard.tripwire._sequential import Cusum
 from kpiguard.tripwire._sequential_state import CUSUM_COLUMNS, cusum_of, fold_new_events
 from kpiguard.tripwire._store import (
@@ -87,7 +87,7 @@ class Evaluator:
                 row = await get_state_row(session, policy.domain, policy.metric)
                 state = {c.name: getattr(row, c.name) for c in RegressionState.__table__.columns}
             cusum = None
-            if policy.guard is Guard.SEQUENTIAL:
+            if policy.guard in CUSUM_GUARDS:
                 cusum = await _fold_cusum(session, policy, state) if _must_fold(r, state) else _stored_cusum(state)
             ev = evaluate(policy, r.recent, r.baseline, cusum)
             now = utcnow()
@@ -143,7 +143,7 @@ class Evaluator:
                     alone.append(policy.key)
                     continue
                 cusum = None
-                if policy.guard is Guard.SEQUENTIAL:
+                if policy.guard in CUSUM_GUARDS:
                     # New events to fold into the stored CUSUM take evaluate_one (it reads them); a CUSUM
                     # that has folded every event evaluates here with the rest, as it stands.
                     if _must_fold(r, state):

@@ -30,8 +30,20 @@ would give 333,000 events at the default 3e-6.  With a reference estimated from 
 does not hold (the estimate is sometimes too high for a while), and the slack buys back the factor the
 harness measured (DETECTION.md).
 
+The combined guard's backstop (``guard: combined``).  The same CUSUM with three changes, so that it can
+sit behind the evidence guard's window test without adding false triggers: its boundary is
+``BACKSTOP_BOUNDARY`` nats whatever guard_alpha (a stable stream practically never reaches it; it
+exists to catch sustained drops that no single pair of windows resolves); its reference is re-taken not
+whenever the statistic returns to 0 but only when the log-likelihood ratio summed over the events since
+it was taken has fallen to ``-BACKSTOP_BOUNDARY`` (the events favour "no drop past the threshold" as
+strongly as a trigger needs them to favour a drop: Wald's symmetric boundaries), so that a real drop,
+during which the statistic may touch 0 early, is not re-baselined away by a reference that has taken in
+the dropped events; and its level stays ``BACKSTOP_MARGIN`` standard errors below the reference at
+least, because a reference held for long must not hold its estimation error for long either.
+
 Everything here is pure: plain numbers in, plain numbers out.  The runner stores a :class:`Cusum`
-(statistic and frozen reference) and the id of the last event it folded in.
+(statistic, the ratio summed since the reference was taken, and the frozen reference) and the id of the
+last event it folded in.
 """
 
 from __future__ import annotations
@@ -41,7 +53,7 @@ import functools
 import math
 from collections.abc import Iterable
 
-from kpiguard.tripwire._policy import Aggregation, Policy
+from kpiguard.tripwire._policy import Aggregation, Guard, Policy
 from kpiguard.tripwire._window import WindowStats
 
 # Standard errors of the reference estimate by which the zero-drift level stays below the reference at
@@ -51,6 +63,15 @@ from kpiguard.tripwire._window import WindowStats
 # has the harness's figures for every stable stream.
 REFERENCE_MARGIN = 4.0
 BOUNDARY_SLACK = 1.5
+# The combined guard's backstop: its boundary (also the evidence that renews its reference) and its margin.
+# Measured with benchmarks/detection.py and a vectorised replica of it (1,000-3,000 runs a row): at 40 nats
+# the backstop alone triggers in about 0.5% of scenario-2 runs and never on 40 million stable events, yet
+# catches every 1.5x drop of contract_rate and match_success within a few hundred events; at 60 it would be
+# too slow for the seed's scenario 3 (20 events at most; the window test takes 22).  With a margin of 4
+# standard errors a reference estimated high and held for thousands of events fired on 1.6% of the 0.5x
+# steps of a 0.70 rate (X = 0.15), with 5 on 0.2%; 6 would also give up most 3x drops of a 0.30 rate.
+BACKSTOP_BOUNDARY = 40.0
+BACKSTOP_MARGIN = 5.0
 _SOLVE_STEPS = 60  # bisection steps for p1; 2^-60 of the interval is far below float noise
 # A certain drop (a noiseless baseline) is stored as this large finite number: JSON and SQL floats have no inf.
 _CAP = 1e300
@@ -62,12 +83,34 @@ def boundary(guard_alpha: float) -> float:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Scheme:
+    """How a guard runs its CUSUM: the boundary, when the reference is re-taken, the level's margin."""
+
+    boundary: float
+    renewal: float  # re-take the reference when the ratio summed since it was taken is <= -renewal
+    margin: float  # standard errors of the reference that the zero-drift level stays below it at least
+
+
+def scheme(policy: Policy) -> Scheme:
+    """The CUSUM of the policy's guard: Page's for ``sequential``, the backstop for ``combined``."""
+    if policy.guard is Guard.COMBINED:
+        return Scheme(BACKSTOP_BOUNDARY, BACKSTOP_BOUNDARY, BACKSTOP_MARGIN)
+    # Renewal 0: the reference is re-taken whenever the statistic is back at 0, as in Page's CUSUM.
+    return Scheme(boundary(policy.guard_alpha), 0.0, REFERENCE_MARGIN)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Reference:
     """A frozen reference: its value (rate or mean), the zero-drift level, and for a mean the noise's sd."""
 
     value: float
     level: float
     scale: float | None = None  # a mean's standard deviation; None for a success rate
+
+    @property
+    def inert(self) -> bool:
+        """Whether no event can move the CUSUM: a success rate's level at or below 0 leaves nothing to detect."""
+        return self.scale is None and self.level <= 0.0
 
     def llr(self, x: float) -> float:
         """The log-likelihood ratio of one event value: log f_alternative(x) - log f_reference(x)."""
@@ -79,10 +122,13 @@ class Reference:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Cusum:
-    """The CUSUM's state between evaluations: the statistic and the reference frozen while it is positive."""
+    """The CUSUM's state between evaluations: statistic, frozen reference, and the ratio summed since it was taken."""
 
     statistic: float = 0.0
     reference: Reference | None = None
+    # The log-likelihood ratio summed over the events since the reference was taken (Page's CUSUM: equal to
+    # the statistic until it is back at 0, when the reference is re-taken; the backstop: see Scheme.renewal).
+    total: float = 0.0
 
 
 FRESH = Cusum()
@@ -130,25 +176,27 @@ def gaussian_llr(mu0: float, level: float, sd: float, x: float) -> float:
     return 2.0 * (mu0 - level) * (level - x) / (sd * sd)
 
 
-def reference_of(baseline: WindowStats, aggregation: Aggregation, max_drop: float) -> Reference | None:
+def reference_of(
+    baseline: WindowStats, aggregation: Aggregation, max_drop: float, margin: float = REFERENCE_MARGIN
+) -> Reference | None:
     """The reference a baseline window gives, with its zero-drift level; None for an empty window."""
     n = baseline.n
     if n < 1:
         return None
     if aggregation is Aggregation.SUCCESS_RATE:
-        return _rate_reference(n, baseline.total, max_drop)
+        return _rate_reference(n, baseline.total, max_drop, margin)
     mean = baseline.total / n
     sd = math.sqrt(baseline.variance)
-    level = mean - max(max_drop * abs(mean), REFERENCE_MARGIN * sd / math.sqrt(n))
+    level = mean - max(max_drop * abs(mean), margin * sd / math.sqrt(n))
     return Reference(mean, level, sd)
 
 
 @functools.lru_cache(maxsize=16384)
-def _rate_reference(n: int, successes: float, max_drop: float) -> Reference:
+def _rate_reference(n: int, successes: float, max_drop: float, margin: float) -> Reference:
     """A success-rate reference: shrunk rate, zero-drift level below it by X or the margin, whichever is more."""
     p0 = (successes + 0.5) / (n + 1.0)
     se = math.sqrt(p0 * (1.0 - p0) / n)
-    return Reference(p0, p0 - max(max_drop * p0, REFERENCE_MARGIN * se))
+    return Reference(p0, p0 - max(max_drop * p0, margin * se))
 
 
 def fold(
@@ -156,27 +204,36 @@ def fold(
 ) -> Cusum:
     """Fold events (oldest first) into the CUSUM, each given with the baseline window as of just before it.
 
-    While the statistic is 0 each event takes a fresh reference from its baseline window (an event
-    whose baseline holds fewer than ``min_events_to_enforce`` events is not folded: no reference yet);
-    while it is positive the reference stays frozen.
+    An event takes a fresh reference from its baseline window when there is none yet, when the ratio
+    summed since the reference was taken is at or below ``-renewal`` (Page's CUSUM, renewal 0: whenever
+    the statistic is back at 0; the backstop: see :class:`Scheme`), or when the reference cannot detect
+    anything; otherwise the reference stays frozen.  An event whose baseline holds fewer than
+    ``min_events_to_enforce`` events, when a reference is due, is not folded: no reference yet.
     """
-    statistic, reference = state.statistic, state.reference
+    statistic, total, reference = state.statistic, state.total, state.reference
+    plan = scheme(policy)
     minimum = max(policy.min_events_to_enforce, 1)
     for value, baseline in events:
-        if statistic <= 0.0:
+        if reference is None or total <= -plan.renewal or reference.inert:
             if baseline.n < minimum:
                 continue
-            reference = reference_of(baseline, policy.aggregation, policy.max_drop_fraction)
-            if reference is None:
+            fresh = reference_of(baseline, policy.aggregation, policy.max_drop_fraction, plan.margin)
+            if fresh is None:
                 continue
-            statistic = 0.0
-        assert reference is not None
-        statistic = statistic + reference.llr(value)
+            reference, statistic, total = fresh, 0.0, 0.0
+        step = reference.llr(value)
+        statistic = statistic + step
+        total = total + step
         if statistic < 0.0:
             statistic = 0.0
         elif statistic == math.inf:
             statistic = _CAP
-    return Cusum(statistic, reference)
+        # A certain drop or a certain non-drop: stored as large finite numbers (JSON and SQL have no inf).
+        if total == math.inf:
+            total = _CAP
+        elif total == -math.inf:
+            total = -_CAP
+    return Cusum(statistic, reference, total)
 
 
 def play(policy: Policy, values_oldest_first: list[float], state: Cusum = FRESH, start: int = 0) -> Cusum:
@@ -201,7 +258,7 @@ def evidence(state: Cusum, policy: Policy) -> dict[str, float | None]:
     ref = state.reference
     return {
         "statistic": state.statistic,
-        "boundary": boundary(policy.guard_alpha),
+        "boundary": scheme(policy).boundary,
         "reference": None if ref is None else ref.value,
         "level": None if ref is None else ref.level,
     }

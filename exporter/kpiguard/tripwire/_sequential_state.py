@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kpiguard.db.models import KpiEvent
-from kpiguard.tripwire._policy import Aggregation, Guard, Policy
+from kpiguard.tripwire._policy import CUSUM_GUARDS, Aggregation, Policy
 from kpiguard.tripwire._sequential import FRESH, Cusum, Reference, fold
 from kpiguard.tripwire._window import WindowStats, event_value
 
@@ -26,7 +26,8 @@ from kpiguard.tripwire._window import WindowStats, event_value
 MAX_FOLD_EVENTS = 1000
 
 # The regression_state columns that hold the CUSUM.
-CUSUM_COLUMNS = ("cusum_statistic", "cusum_reference", "cusum_level", "cusum_scale", "cusum_last_event_id")
+CUSUM_COLUMNS = ("cusum_statistic", "cusum_reference", "cusum_level", "cusum_scale", "cusum_total",
+                 "cusum_last_event_id")
 
 
 class CusumState(Protocol):
@@ -36,6 +37,7 @@ class CusumState(Protocol):
     cusum_reference: float | None
     cusum_level: float | None
     cusum_scale: float | None
+    cusum_total: float | None
     cusum_last_event_id: int | None
 
 
@@ -46,7 +48,10 @@ def cusum_of(state: CusumState) -> Cusum:
     reference = None
     if state.cusum_reference is not None and state.cusum_level is not None:
         reference = Reference(state.cusum_reference, state.cusum_level, state.cusum_scale)
-    return Cusum(state.cusum_statistic, reference)
+    # A row stored before cusum_total existed holds a sequential guard's CUSUM, whose sum since the
+    # reference was taken is its statistic (until the statistic is back at 0, when both restart).
+    total = state.cusum_statistic if state.cusum_total is None else state.cusum_total
+    return Cusum(state.cusum_statistic, reference, total)
 
 
 def reset_cusum(state: CusumState, after_id: int | None = None) -> None:
@@ -56,6 +61,7 @@ def reset_cusum(state: CusumState, after_id: int | None = None) -> None:
     state.cusum_reference = None
     state.cusum_level = None
     state.cusum_scale = None
+    state.cusum_total = None if after_id is None else 0.0
     state.cusum_last_event_id = after_id
 
 
@@ -65,6 +71,7 @@ def _store(state: CusumState, cusum: Cusum, last_event_id: int | None) -> None:
     state.cusum_reference = None if ref is None else ref.value
     state.cusum_level = None if ref is None else ref.level
     state.cusum_scale = None if ref is None else ref.scale
+    state.cusum_total = cusum.total
     state.cusum_last_event_id = last_event_id
 
 
@@ -118,9 +125,9 @@ async def fold_new_events(session: AsyncSession, policy: Policy, state: CusumSta
 
     ``rows`` are the evaluation's newest window + baseline events (newest first); when the new events
     need older baselines than they reach, the needed events are read again, at most MAX_FOLD_EVENTS new.
-    A policy with another guard keeps no CUSUM (a stored one is cleared, so switching back starts fresh).
+    A policy with a guard that keeps no CUSUM clears a stored one (so switching back starts fresh).
     """
-    if policy.guard is not Guard.SEQUENTIAL:
+    if policy.guard not in CUSUM_GUARDS:
         if state.cusum_statistic is not None or state.cusum_last_event_id is not None:
             reset_cusum(state)
         return FRESH

@@ -14,7 +14,7 @@ The format (``version`` is optional; every policy key but ``domain`` and ``metri
         aggregation: success_rate   # or mean_value
         enabled: true
         dry_run: false
-        guard: evidence             # or sequential (a CUSUM), or none (the seed's plain rule); see DETECTION.md
+        guard: evidence             # or combined (evidence + a CUSUM backstop), sequential (a CUSUM), none; DETECTION.md
         guard_confidence: 0.95      # optional guard parameters
         changed_by: bryan           # optional
         reason: seed policy         # optional
