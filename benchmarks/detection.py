@@ -58,6 +58,7 @@ from kpiguard.tripwire import (
 from kpiguard.tripwire._sequential import (
     BACKSTOP_BOUNDARY,
     BACKSTOP_MARGIN,
+    BACKSTOP_STEP,
     BOUNDARY_SLACK,
     FRESH,
     REFERENCE_MARGIN,
@@ -748,8 +749,9 @@ def render(report: Report) -> str:
         "(`exporter/kpiguard/tripwire/_sequential.py`; the state carries from event to event as in the service). "
         "**Combined** = `guard: combined`: the evidence guard's window test (same parameters), or a CUSUM "
         f"backstop with the boundary {BACKSTOP_BOUNDARY:g}, whose reference is re-taken only when the events since "
-        f"it was taken favour \"no drop\" by {BACKSTOP_BOUNDARY:g} nats, and whose level stays "
-        f"{BACKSTOP_MARGIN:g} standard errors below the reference at least. "
+        f"it was taken favour \"no drop\" by {BACKSTOP_BOUNDARY:g} nats, whose level stays "
+        f"{BACKSTOP_MARGIN:g} standard errors below the reference at least, and where one event counts at most "
+        f"{BACKSTOP_STEP:g} nats either way. "
         "**Oracle** = the sequential guard's CUSUM knowing the true levels before and after the change (section "
         "3e): no detector can do better at its false-alarm rate, so it is a lower bound, not a candidate.\n"
     )
@@ -1182,8 +1184,12 @@ def _rationale(report: Report) -> str:
         )
     else:
         superset = all(t.met(COMBINED) for t in found if t.met(EVIDENCE))
+        if default_guard is Guard.COMBINED:
+            opening = "It is `guard: combined` for new policies (and the seed policies nobody has changed): it meets "
+        else:
+            opening = f"It stays `guard: {default_guard}`. `guard: combined` meets "
         default = (
-            f"It stays `guard: {default_guard}`. `guard: combined` meets "
+            opening
             + ("every target the evidence guard meets and more" if superset else "other targets than the evidence guard")
             + f" ({met[COMBINED]} of {total} against {met[EVIDENCE]}), but not every target within reach: "
             f"{'; '.join(t.short for t in combined_short)} "
@@ -1192,9 +1198,12 @@ def _rationale(report: Report) -> str:
                else "")
             + f"On scenario 2 it triggers in {share(scen2, COMBINED):.1%} of runs (the evidence guard "
             f"{share(scen2, EVIDENCE):.1%}); the row [guard_confidence {CONFIDENCE_EDGE:g}] shows what a stricter "
-            "window test buys there and costs in delay. A policy owner who would rather catch every sustained "
-            "drop past the threshold than rely on one window sets `guard: combined`: it holds the sub-threshold "
-            "drops as the evidence guard does."
+            "window test buys there and costs in delay. "
+            + ("Where the evidence guard misses a real drop because no single window resolves it, the backstop "
+               "catches it; on everything else the two agree, so the default costs no target the evidence guard "
+               "met." if default_guard is Guard.COMBINED else
+               "A policy owner who would rather catch every sustained drop past the threshold than rely on one "
+               "window sets `guard: combined`: it holds the sub-threshold drops as the evidence guard does.")
         )
     return RATIONALE.format(
         k=k, false_share=false_share, miss=miss, margin=REFERENCE_MARGIN, slack=BOUNDARY_SLACK,
@@ -1210,7 +1219,7 @@ def _rationale(report: Report) -> str:
         unreachable="; ".join(unreachable) or "none",
         alpha_edge=_edge(rows, f" [guard_alpha {ALPHA_EDGE:g}]", SEQUENTIAL),
         confidence_edge=_edge(rows, f" [guard_confidence {CONFIDENCE_EDGE:g}]", COMBINED),
-        bb=BACKSTOP_BOUNDARY, bm=BACKSTOP_MARGIN, alpha7=ALPHA_EDGE, c96=CONFIDENCE_EDGE,
+        bb=BACKSTOP_BOUNDARY, bm=BACKSTOP_MARGIN, bs=BACKSTOP_STEP, alpha7=ALPHA_EDGE, c96=CONFIDENCE_EDGE,
         default=default,
     )
 
@@ -1356,7 +1365,11 @@ it is re-taken only when the log-likelihood ratio summed over the events since i
 drop (Wald's symmetric boundaries), which a stream past the threshold does not do; on a stable or recovering
 stream that takes some tens of events. Its level stays {bm:g} standard errors below the reference at least
 ({margin:g} for the sequential guard): a reference held for thousands of events must not hold an estimate that
-was too high. Most drops are caught first by the window test, so the median delay is the window test's; the
+was too high. One event counts at most {bs:g} nats either way, so the backstop needs ten events to fire: on a
+baseline with no noise (every value equal) a single value below the level would otherwise be a certain drop,
+and five bad events in a quiet hour fired the seed's KILL_SWITCH policy in the promtool simulation. A
+success-rate event moves the backstop by at most 3.2 nats up to a baseline rate of 0.97 (a failure at 0.99-1.0
+by 3.7-5.9, which the cap trims), and a sudden large drop is the window test's. Most drops are caught first by the window test, so the median delay is the window test's; the
 misses are the backstop's: {match_miss_c} for match_success's 1.5x drop. Scenario 2: {scen2_c:.1%} of runs; worst
 0.5x step {sub_c:.1%}; worst stable stream {worst_c:.2f} per 100,000 events. A stricter window test buys margin
 on scenario 2 with delay: at guard_confidence {c96:g}: {confidence_edge}. It carries the backstop's CUSUM in the

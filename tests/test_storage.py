@@ -128,3 +128,46 @@ async def test_event_id_index_migration_keeps_rows_and_uniqueness(make_settings)
         assert await migrate.current_revision(engine) == "0006_window_index"
     finally:
         await engine.dispose()
+
+
+async def test_seed_policies_move_to_the_new_default_guard_unless_someone_set_theirs(make_settings):
+    """0009 moves the seed policies still as 0002 wrote them from evidence to combined, audited; one a person
+    upserted keeps its guard; the downgrade moves them back."""
+    from alembic import command
+    from sqlalchemy import text
+
+    engine = create_engine(make_settings())
+
+    async def guards() -> dict[tuple[str, str], str]:
+        async with engine.connect() as conn:
+            rows = await conn.execute(text("SELECT domain, metric, guard FROM regression_policy"))
+            return {(d, m): g for d, m, g in rows}
+
+    try:
+        await migrate.upgrade(engine, "0008_combined_guard")
+        async with engine.begin() as conn:  # as a database seeded before combined was the default holds them
+            await conn.execute(text("UPDATE regression_policy SET guard = 'evidence'"))
+            await conn.execute(text("UPDATE regression_policy SET changed_by = 'ops' WHERE domain = 'CAPITAL'"))
+        seeded = await guards()
+        capital = ("CAPITAL", "roi_event")
+        assert set(seeded.values()) == {"evidence"} and len(seeded) == 4 and capital in seeded
+        await migrate.upgrade(engine)
+        moved = await guards()
+        assert moved[capital] == "evidence"
+        assert {k for k, g in moved.items() if g == "combined"} == set(seeded) - {capital}
+        async with engine.connect() as conn:
+            entries = (await conn.execute(text(
+                "SELECT domain, metric, source, action FROM audit_event WHERE kind = 'policy_change'"))).all()
+        assert sorted((e[0], e[1]) for e in entries) == sorted(set(seeded) - {capital})
+        assert {(e[2], e[3]) for e in entries} == {("migration", "UPDATE")}
+
+        def down(sync_conn):  # type: ignore[no-untyped-def]
+            cfg = migrate.alembic_config()
+            cfg.attributes["connection"] = sync_conn
+            command.downgrade(cfg, "0008_combined_guard")
+
+        async with engine.begin() as conn:
+            await conn.run_sync(down)
+        assert set((await guards()).values()) == {"evidence"}
+    finally:
+        await engine.dispose()

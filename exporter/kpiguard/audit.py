@@ -18,6 +18,7 @@ class Source(enum.StrEnum):
     EVALUATOR = "evaluator"
     ALERTMANAGER = "alertmanager"
     CLI = "cli"
+    MIGRATION = "migration"  # a schema migration that changed data (the seed policies' default guard)
 
 
 class Kind(enum.StrEnum):

@@ -101,10 +101,12 @@ def test_count_window_condition(windows: CountWindows, fires: bool) -> None:
     ],
 )
 def test_a_guarded_count_window_is_the_evaluators_verdict(phases: list[Phase], fires: bool) -> None:
-    """guard: evidence fires when kpiguard's evaluate() triggers on the two windows, not on the drop alone."""
-    windows = count_windows(events_of(phases), WHOLESALE)
-    assert WHOLESALE.guard is Guard.EVIDENCE
-    assert windows.firing is fires and count_window_fires(windows, WHOLESALE) is fires
+    """A guarded policy (the default, combined, and evidence) fires when kpiguard's evaluate() triggers on the
+    events, not on the drop alone."""
+    assert WHOLESALE.guard is Guard.COMBINED
+    for policy in (WHOLESALE, dataclasses.replace(WHOLESALE, guard=Guard.EVIDENCE)):
+        windows = count_windows(events_of(phases), policy)
+        assert windows.firing is fires and count_window_fires(windows, policy) is fires
 
 
 def _expand(notation: str) -> list[float | None]:

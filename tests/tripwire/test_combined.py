@@ -13,6 +13,7 @@ from kpiguard.tripwire import Action, Aggregation, Guard, Policy, WindowStats, e
 from kpiguard.tripwire._sequential import (
     BACKSTOP_BOUNDARY,
     BACKSTOP_MARGIN,
+    BACKSTOP_STEP,
     FRESH,
     REFERENCE_MARGIN,
     Cusum,
@@ -131,13 +132,20 @@ def test_an_inert_reference_is_renewed_at_every_event() -> None:
     assert moved.reference is not None and not moved.reference.inert and moved.statistic > 0.0
 
 
-def test_a_certain_non_drop_renews_a_noiseless_mean_reference() -> None:
-    """Above a noiseless baseline's level the ratio is -inf: stored finite, and the next event renews the reference."""
+def test_one_event_moves_the_backstop_by_at_most_its_step() -> None:
+    """On a noiseless baseline a value below the level counts BACKSTOP_STEP, not a certain drop (ten fire it), and
+    a value above it -BACKSTOP_STEP (ten renew the reference)."""
     noiseless, other = WindowStats.from_values([500.0] * 200), WindowStats.from_values([400.0, 600.0] * 100)
-    state = fold(FRESH, [(600.0, noiseless)], ROI)
-    assert state.statistic == 0.0 and math.isfinite(state.total) and state.total <= -BACKSTOP_BOUNDARY
-    assert fold(state, [(600.0, other)], ROI).reference == reference_of(
-        other, Aggregation.MEAN_VALUE, 0.30, BACKSTOP_MARGIN)
+    h = scheme(ROI).boundary
+    assert h == BACKSTOP_BOUNDARY and BACKSTOP_STEP * 10 == pytest.approx(h)
+    low = fold(FRESH, [(-300.0, noiseless)] * 5, ROI)
+    assert low.statistic == pytest.approx(5 * BACKSTOP_STEP) and low.statistic < h  # the seed's quiet hour
+    assert fold(low, [(-300.0, noiseless)] * 5, ROI).statistic >= h
+    high = fold(FRESH, [(600.0, noiseless)] * 9, ROI)
+    assert high.statistic == 0.0 and high.total == pytest.approx(-9 * BACKSTOP_STEP)
+    assert high.reference == reference_of(noiseless, Aggregation.MEAN_VALUE, 0.30, BACKSTOP_MARGIN)
+    renewed = fold(high, [(600.0, noiseless), (600.0, other)], ROI)
+    assert renewed.reference == reference_of(other, Aggregation.MEAN_VALUE, 0.30, BACKSTOP_MARGIN)
 
 
 def test_sequential_keeps_the_ratio_sum_equal_to_its_statistic() -> None:

@@ -300,7 +300,7 @@ def test_guard_holds_a_noisy_drop_and_says_why() -> None:
     """A 24% dip of a 50% rate in 50 events triggers the plain rule but the guard holds it, with its evidence."""
     recent, baseline = WindowStats(50, 19.0, 19.0), WindowStats(200, 100.0, 100.0)
     plain = evaluate(dataclasses.replace(CONTRACT, guard=Guard.NONE), recent, baseline)
-    held = evaluate(CONTRACT, recent, baseline)
+    held = evaluate(dataclasses.replace(CONTRACT, guard=Guard.EVIDENCE), recent, baseline)
     assert plain.triggered
     assert plain.evidence is None
     assert not held.triggered
@@ -312,12 +312,16 @@ def test_guard_holds_a_noisy_drop_and_says_why() -> None:
         held.note,
     ), held.note
     assert held.evidence["p_value"] > CONTRACT.guard_alpha
+    # The default, combined, holds it too and names its backstop's statistic beside the window test.
+    default = evaluate(CONTRACT, recent, baseline)
+    assert not default.triggered
+    assert default.note == held.note.replace("guard=evidence", "guard=combined") + " statistic=0.00 (needs >= 40.00)"
 
 
 def test_new_policies_default_to_the_guard() -> None:
-    """A policy without a guard setting gets the evidence guard with documented parameters."""
+    """A policy without a guard setting gets the combined guard (window test or backstop) with documented parameters."""
     policy = Policy("WHOLESALE", "contract_rate")
-    assert policy.guard is Guard.EVIDENCE
+    assert policy.guard is Guard.COMBINED
     assert 0.5 <= policy.guard_confidence < 1.0
     assert 0.0 < policy.guard_alpha < 1e-3
 
@@ -340,11 +344,16 @@ def test_ok_note_and_improvement(guard: Guard) -> None:
 
 
 def test_evidence_is_reported_beside_the_drop() -> None:
-    """The guard's evidence carries p_value, confidence and the drop interval around drop_fraction."""
-    result = evaluate(CONTRACT, *windows_after(successes(200, 0.95) + successes(50, 0.20), CONTRACT))
+    """The guard's evidence carries p_value, confidence and the drop interval around drop_fraction (and, for the
+    combined guard, its backstop's statistic beside them)."""
+    windows = windows_after(successes(200, 0.95) + successes(50, 0.20), CONTRACT)
+    combined = evaluate(CONTRACT, *windows).evidence
+    result = evaluate(dataclasses.replace(CONTRACT, guard=Guard.EVIDENCE), *windows)
     evidence = result.evidence
-    assert evidence is not None
+    assert evidence is not None and combined is not None
     assert set(evidence) == {"p_value", "confidence", "drop_low", "drop_high"}
+    assert set(evidence) < set(combined) and {"statistic", "boundary"} <= set(combined)
+    assert all(combined[k] == v for k, v in evidence.items())
     assert evidence["p_value"] is not None and evidence["p_value"] < 1e-20
     assert evidence["drop_low"] is not None and evidence["drop_high"] is not None
     assert evidence["drop_low"] < (result.drop_fraction or 0.0) < evidence["drop_high"]

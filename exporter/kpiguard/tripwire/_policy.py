@@ -54,7 +54,9 @@ class Policy:
     aggregation: Aggregation = Aggregation.SUCCESS_RATE
     enabled: bool = True
     dry_run: bool = False
-    guard: Guard = Guard.EVIDENCE
+    # The evidence guard's window test, or its CUSUM backstop: every detection target of DETECTION.md
+    # the evidence guard meets, and the sustained drops past the threshold that no one window shows.
+    guard: Guard = Guard.COMBINED
     # Confidence that the true drop is at least max_drop_fraction (0.5 <= c < 1). 0.95 keeps the
     # seed's scenario 2 (a real but sub-threshold drop) under 5% of runs; see DETECTION.md.
     guard_confidence: float = 0.95

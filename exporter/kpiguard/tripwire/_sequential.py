@@ -72,6 +72,13 @@ BOUNDARY_SLACK = 1.5
 # steps of a 0.70 rate (X = 0.15), with 5 on 0.2%; 6 would also give up most 3x drops of a 0.30 rate.
 BACKSTOP_BOUNDARY = 40.0
 BACKSTOP_MARGIN = 5.0
+# The most one event moves the backstop, either way: it is for sustained drops, which take at least ten
+# events to fire it. Without the cap a baseline with no noise (every value equal) makes any one value
+# below the level a certain drop (+inf): five bad events in a quiet hour fired KILL_SWITCH. A success-rate
+# event moves the backstop by at most 3.2 nats up to a baseline rate of 0.97 (200 events; a failure at
+# 0.99-1.0 by 3.7-5.9, capped), a mean event at sd 250 by about 3; a sudden large drop is the window
+# test's to catch.
+BACKSTOP_STEP = BACKSTOP_BOUNDARY / 10
 _SOLVE_STEPS = 60  # bisection steps for p1; 2^-60 of the interval is far below float noise
 # A certain drop (a noiseless baseline) is stored as this large finite number: JSON and SQL floats have no inf.
 _CAP = 1e300
@@ -89,12 +96,13 @@ class Scheme:
     boundary: float
     renewal: float  # re-take the reference when the ratio summed since it was taken is <= -renewal
     margin: float  # standard errors of the reference that the zero-drift level stays below it at least
+    step: float = math.inf  # the most one event's log-likelihood ratio counts, either way
 
 
 def scheme(policy: Policy) -> Scheme:
     """The CUSUM of the policy's guard: Page's for ``sequential``, the backstop for ``combined``."""
     if policy.guard is Guard.COMBINED:
-        return Scheme(BACKSTOP_BOUNDARY, BACKSTOP_BOUNDARY, BACKSTOP_MARGIN)
+        return Scheme(BACKSTOP_BOUNDARY, BACKSTOP_BOUNDARY, BACKSTOP_MARGIN, BACKSTOP_STEP)
     # Renewal 0: the reference is re-taken whenever the statistic is back at 0, as in Page's CUSUM.
     return Scheme(boundary(policy.guard_alpha), 0.0, REFERENCE_MARGIN)
 
@@ -212,6 +220,7 @@ def fold(
     """
     statistic, total, reference = state.statistic, state.total, state.reference
     plan = scheme(policy)
+    cap = plan.step
     minimum = max(policy.min_events_to_enforce, 1)
     for value, baseline in events:
         if reference is None or total <= -plan.renewal or reference.inert:
@@ -222,6 +231,10 @@ def fold(
                 continue
             reference, statistic, total = fresh, 0.0, 0.0
         step = reference.llr(value)
+        if step > cap:
+            step = cap
+        elif step < -cap:
+            step = -cap
         statistic = statistic + step
         total = total + step
         if statistic < 0.0:

@@ -135,7 +135,9 @@ def upgrade() -> None:
     op.bulk_insert(policy, [
         {"domain": d, "metric": m, "window_events": 50, "baseline_events": 200, "min_events_to_enforce": 50,
          "max_drop_fraction": x, "action": a, "aggregation": agg, "enabled": False, "dry_run": False,
-         "guard": "evidence", "guard_confidence": 0.95, "guard_alpha": 3e-6,
+         # The default guard of new policies; databases seeded with the earlier default (evidence) are
+         # moved by 0009, which audits it. A fresh database starts with it, nothing to audit.
+         "guard": "combined", "guard_confidence": 0.95, "guard_alpha": 3e-6,
          "changed_by": "migration", "reason": "seed policy", "updated_at": now}
         for d, m, x, a, agg in SEED_POLICIES
     ])
