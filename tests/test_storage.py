@@ -81,9 +81,21 @@ async def test_seed_policies_carry_the_code_default_guard(client):
     }
 
 
+async def _downgrade(engine, revision: str) -> None:  # type: ignore[no-untyped-def]
+    """Migrate the database down to ``revision`` in one transaction."""
+    from alembic import command
+
+    def down(sync_conn):  # type: ignore[no-untyped-def]
+        cfg = migrate.alembic_config()
+        cfg.attributes["connection"] = sync_conn
+        command.downgrade(cfg, revision)
+
+    async with engine.begin() as conn:
+        await conn.run_sync(down)
+
+
 async def test_event_id_index_migration_keeps_rows_and_uniqueness(make_settings):
     """0007 keeps the events stored at 0006, still refuses a second event_id, and indexes only the rows that have one."""
-    from alembic import command
     from sqlalchemy import func, insert
     from sqlalchemy.exc import IntegrityError
 
@@ -114,14 +126,7 @@ async def test_event_id_index_migration_keeps_rows_and_uniqueness(make_settings)
         except IntegrityError:
             refused = True
         assert refused
-
-        def down(sync_conn):  # type: ignore[no-untyped-def]
-            cfg = migrate.alembic_config()
-            cfg.attributes["connection"] = sync_conn
-            command.downgrade(cfg, "0006_window_index")
-
-        async with engine.begin() as conn:
-            await conn.run_sync(down)
+        await _downgrade(engine, "0006_window_index")
         async with engine.connect() as conn:
             uniques = await conn.run_sync(lambda c: inspect(c).get_unique_constraints("kpi_event"))
         assert [u["column_names"] for u in uniques if u["name"] == "uq_kpi_event_event_id"] == [["event_id"]]
@@ -133,7 +138,6 @@ async def test_event_id_index_migration_keeps_rows_and_uniqueness(make_settings)
 async def test_seed_policies_move_to_the_new_default_guard_unless_someone_set_theirs(make_settings):
     """0009 moves the seed policies still as 0002 wrote them from evidence to combined, audited; one a person
     upserted keeps its guard; the downgrade moves them back."""
-    from alembic import command
     from sqlalchemy import text
 
     engine = create_engine(make_settings())
@@ -160,14 +164,7 @@ async def test_seed_policies_move_to_the_new_default_guard_unless_someone_set_th
                 "SELECT domain, metric, source, action FROM audit_event WHERE kind = 'policy_change'"))).all()
         assert sorted((e[0], e[1]) for e in entries) == sorted(set(seeded) - {capital})
         assert {(e[2], e[3]) for e in entries} == {("migration", "UPDATE")}
-
-        def down(sync_conn):  # type: ignore[no-untyped-def]
-            cfg = migrate.alembic_config()
-            cfg.attributes["connection"] = sync_conn
-            command.downgrade(cfg, "0008_combined_guard")
-
-        async with engine.begin() as conn:
-            await conn.run_sync(down)
+        await _downgrade(engine, "0008_combined_guard")
         assert set((await guards()).values()) == {"evidence"}
     finally:
         await engine.dispose()
