@@ -193,6 +193,46 @@ async def test_evaluate_all_shares_the_round_once_the_cusum_is_up_to_date(client
     assert row.cusum_statistic == pytest.approx(play(POLICY, values, FRESH, 200).statistic)
 
 
+async def test_events_stored_out_of_id_order_do_not_keep_evaluate_all_folding(client):
+    """Events with higher ids but older times than the newest (two writers at once) fold nothing, and evaluate-all
+    keeps sharing its round: the check is the newest event's id, not any id above the last folded."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import event
+
+    from kpiguard.keys import ENGINE
+
+    start = datetime(2026, 1, 13, tzinfo=UTC)
+
+    def at(outcomes: list[bool], first: int) -> list[dict[str, Any]]:
+        return [{**KEY, "success": s, "created_at": (start + timedelta(seconds=first + i)).isoformat()}
+                for i, s in enumerate(outcomes)]
+
+    await client.post(UPSERT, json={**KEY, "enabled": True, "guard": "sequential", "dry_run": True})
+    assert (await client.post(BATCH, json=at(successes(250, 0.95), 0))).status == 201
+    await settle(client, 250)
+    # ids 251-255, stamped between the 241st and the 246th event: inside the recent window, not the newest
+    late = [{**e, "created_at": (start + timedelta(seconds=240.5 + i)).isoformat()}
+            for i, e in enumerate(at([True] * 5, 0))]
+    assert (await client.post(BATCH, json=late)).status == 201
+    await evaluate(client)
+    assert (await stored(client)).cusum_last_event_id == 250  # the newest event is id 250: nothing to fold
+    singles: list[str] = []
+
+    def record(conn, cursor, statement, params, context, executemany):  # type: ignore[no-untyped-def]
+        if "pol.domain = " in statement or "regression_policy.domain = " in statement:
+            singles.append(statement)
+
+    sync_engine = client.app[ENGINE].sync_engine
+    event.listen(sync_engine, "before_cursor_execute", record)
+    try:
+        for _ in range(2):
+            assert (await client.post(EVALUATE, json={})).status == 200
+    finally:
+        event.remove(sync_engine, "before_cursor_execute", record)
+    assert singles == []
+
+
 async def test_unknown_guard_lists_the_choices(client):
     """An unknown guard is a 422 naming the field and listing none, evidence, sequential and combined."""
     resp = await client.post(UPSERT, json={**KEY, "guard": "cusum"})

@@ -223,8 +223,10 @@ class PolicyRound:
     recent: WindowStats
     baseline: WindowStats
     fresh: int  # of the window + baseline events, those newer than the state's rearm_after_id
-    # Of the recent window's events, those newer than the last one the CUSUM folded (all of them when
-    # it has folded none): 0 means a stored CUSUM is up to date and the evaluation need not fold.
+    # 1 when the pair's newest event (in window order) has an id above the last one the CUSUM folded,
+    # which is exactly when a fold folds anything (it folds the newest events down to the first it has
+    # seen); 0: a stored CUSUM is up to date and the evaluation need not fold. Not a count of ids above
+    # it: ids are not in created_at order (two COPYs at once), and such a count stayed above 0 for ever.
     unfolded: int = 0
 
 
@@ -237,7 +239,7 @@ _STATE_READ = tuple(c for c in _STATE.columns if c.name not in EVALUATED)
 _STATE_NAMES = tuple(c.name for c in _STATE_READ)
 _N_POLICY = len(_POLICY.columns)
 _N_STATE = len(_STATE_READ)
-_WINDOW_COLUMNS = ("n", "total", "total_sq", "fresh", "unfolded")
+_WINDOW_COLUMNS = ("n", "total", "total_sq", "fresh")
 
 
 def _pg_window(name: str, limit: str, offset: str | None = None) -> str:
@@ -246,8 +248,7 @@ def _pg_window(name: str, limit: str, offset: str | None = None) -> str:
     # (row_number() over window + baseline and a GROUP BY took twice as long over 1M rows).
     return f"""CROSS JOIN LATERAL (
     SELECT count(*) AS n, sum(x.v) AS total, sum(x.v * x.v) AS total_sq,
-           count(*) FILTER (WHERE x.id > st.rearm_after_id) AS fresh,
-           count(*) FILTER (WHERE x.id > COALESCE(st.cusum_last_event_id, -1)) AS unfolded
+           count(*) FILTER (WHERE x.id > st.rearm_after_id) AS fresh
     FROM (
         SELECT k.id, CASE WHEN pol.aggregation = 'mean_value' THEN k.value
                           WHEN k.success THEN 1.0::float8 ELSE 0.0::float8 END AS v
@@ -264,7 +265,12 @@ def _pg_round(where: str) -> Any:
     policy_cols = ", ".join(f"pol.{c.name}" for c in _POLICY.columns)
     state_cols = ", ".join(f"st.{c} AS state_{c}" for c in _STATE_NAMES)
     windows = ", ".join(f"{w}.{c} AS {w}_{c}" for w in ("r", "b") for c in _WINDOW_COLUMNS)
-    sql = f"""SELECT {policy_cols}, {state_cols}, {windows}
+    # The newest event's id against the CUSUM's last folded one: one more row from the same index.
+    unfolded = """(SELECT k.id FROM kpi_event AS k
+        WHERE k.domain = pol.domain AND k.metric = pol.metric
+          AND (pol.aggregation <> 'mean_value' OR k.value IS NOT NULL)
+        ORDER BY k.created_at DESC, k.id DESC LIMIT 1) > COALESCE(st.cusum_last_event_id, -1) AS unfolded"""
+    sql = f"""SELECT {policy_cols}, {state_cols}, {windows}, {unfolded}
 FROM regression_policy AS pol
 LEFT JOIN regression_state AS st ON st.domain = pol.domain AND st.metric = pol.metric
 {_pg_window("r", "pol.window_events")}
@@ -273,7 +279,7 @@ WHERE {where}
 ORDER BY pol.domain, pol.metric"""
     typed = [*_POLICY.columns, *(column(f"state_{c.name}", c.type) for c in _STATE_READ),
              *(column(f"{w}_{c}", Float if c.startswith("total") else Integer)
-               for w in ("r", "b") for c in _WINDOW_COLUMNS)]
+               for w in ("r", "b") for c in _WINDOW_COLUMNS), column("unfolded", Boolean)]
     return text(sql).columns(*typed)
 
 
@@ -297,15 +303,23 @@ def _window_select(mean: bool) -> Any:
     """Both windows of one policy from its newest events (SQLite: no LATERAL, one statement per policy)."""
     ev = KpiEvent.__table__
 
+    first = select(ev.c.id).where(ev.c.domain == bindparam("domain"), ev.c.metric == bindparam("metric"))
+    if mean:
+        first = first.where(ev.c.value.is_not(None))
+    first = first.order_by(ev.c.created_at.desc(), ev.c.id.desc()).limit(1)
+
     def window(limit: Any, offset: Any) -> Any:
         v = (ev.c.value if mean else case((ev.c.success, literal(1.0)), else_=literal(0.0))).label("v")
         newest = select(ev.c.id, v).where(ev.c.domain == bindparam("domain"), ev.c.metric == bindparam("metric"))
         if mean:
             newest = newest.where(ev.c.value.is_not(None))
         newest = newest.order_by(ev.c.created_at.desc(), ev.c.id.desc()).limit(limit).offset(offset).subquery()
+        # The recent window's row also says whether the newest event is above the CUSUM's last folded id.
+        unfolded = literal(0) if offset is not None else case(
+            (first.scalar_subquery() > bindparam("folded"), literal(1)), else_=literal(0))
         return select(func.count(), func.sum(newest.c.v), func.sum(newest.c.v * newest.c.v),
-                      func.count().filter(newest.c.id > bindparam("after")),
-                      func.count().filter(newest.c.id > bindparam("folded")), literal(offset is not None).label("b"))
+                      func.count().filter(newest.c.id > bindparam("after")), unfolded,
+                      literal(offset is not None).label("b"))
 
     both = union_all(window(bindparam("window"), None), window(bindparam("baseline"), bindparam("window"))).subquery()
     return select(both).order_by(both.c.b)
@@ -354,9 +368,9 @@ async def read_round(session: AsyncSession, key: tuple[str, str] | None = None) 
         out = []
         at = _N_POLICY + _N_STATE
         for row in result:
-            rn, rt, rsq, rf, ru, bn, bt, bsq, bf, _ = row[at:]
+            rn, rt, rsq, rf, bn, bt, bsq, bf, unfolded = row[at:]
             out.append(_round_of(row, _stats(rn, rt, rsq), _stats(bn, bt, bsq), int(rf or 0) + int(bf or 0),
-                                 int(ru or 0)))
+                                 int(bool(unfolded))))
         return out
     out = []
     for row in (await session.execute(_policies_and_states(key))).all():
