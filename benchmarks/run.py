@@ -493,7 +493,7 @@ def bench_evaluation(rep: Report, sz: Sizes, work: Path) -> None:
     cpu_small, cpu_large = (t.server_cpu + t.postgres_cpu for t in (t_small, t_large))
     note = f"{total:,} rows at the end; loaded with COPY at {fmt(load1, 'rows/s')} and {fmt(load2, 'rows/s')}"
     if cpu_small > 0:
-        note += (f"; CPU a round (server + PostgreSQL, which the machine's other load does not inflate): "
+        note += (f"; CPU a round (server + PostgreSQL): "
                  f"{fmt(cpu_large * 1000, 'ms')} at 10M ÷ {fmt(cpu_small * 1000, 'ms')} at 1M = "
                  f"{cpu_large / cpu_small:.2f}×")
     rep.add(Row("evaluation", "evaluation time at 10M ÷ at 1M", fmt(m_large * 1000, "ms"),
