@@ -282,7 +282,7 @@ class Evaluator:
 
 
 def _must_fold(r: PolicyRound, state: Mapping[str, Any]) -> bool:
-    """Whether the stored CUSUM lacks events: its recent window holds events newer than the last folded, or it is new."""
+    """Whether the stored CUSUM lacks events: the newest event is above the last folded id, or it holds none yet."""
     return bool(r.unfolded) or state["cusum_statistic"] is None
 
 
