@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -225,6 +225,20 @@ class EventWriter:
                 out.append(prior[r.event_id]._replace(duplicate=True))  # type: ignore[index]
         return out
 
+    @contextlib.asynccontextmanager
+    async def _pg_raw(self) -> AsyncIterator[Any]:
+        """A pooled connection's asyncpg connection, for one autocommitted statement; invalidated if it fails."""
+        async with self._engine.connect() as conn:
+            raw = (await conn.get_raw_connection()).driver_connection
+            assert raw is not None
+            try:
+                yield raw
+            except BaseException:
+                # SQLAlchemy did not see the statement fail: drop the connection rather than pool a broken one
+                with contextlib.suppress(Exception):
+                    await conn.invalidate()
+                raise
+
     async def _pg_insert_group(self, rows: list[StoredEvent]) -> list[StoredEvent]:
         """Insert events without an event_id in one statement, committed when it returns (no BEGIN, no COMMIT).
 
@@ -235,16 +249,8 @@ class EventWriter:
         dumps = json.dumps
         columns = list(zip(*(r[1:10] for r in rows), strict=True))
         columns[6] = [None if d is None else dumps(d) for d in columns[6]]
-        async with self._engine.connect() as conn:
-            raw = (await conn.get_raw_connection()).driver_connection
-            assert raw is not None
-            try:
-                found = await raw.fetch(_PG_INSERT_GROUP, *columns)
-            except BaseException:
-                # SQLAlchemy did not see this statement fail: drop the connection rather than pool a broken one
-                with contextlib.suppress(Exception):
-                    await conn.invalidate()
-                raise
+        async with self._pg_raw() as raw:
+            found = await raw.fetch(_PG_INSERT_GROUP, *columns)
         # ids come from the sequence in the SELECT's ORDER BY order (as SQLAlchemy's insertmanyvalues
         # relies on), so sorted they belong to the rows in order
         ids = sorted(rec[0] for rec in found)
@@ -338,16 +344,8 @@ class EventWriter:
         A COPY is all-or-nothing by itself, and committed when PostgreSQL answers it: the session's
         BEGIN, its first statement and COMMIT were two more round trips and the ORM's bookkeeping.
         """
-        async with self._engine.connect() as conn:
-            raw = (await conn.get_raw_connection()).driver_connection
-            assert raw is not None
-            try:
-                await _copy_rows(raw, rows)
-            except BaseException:
-                # SQLAlchemy did not see this statement fail: drop the connection rather than pool a broken one
-                with contextlib.suppress(Exception):
-                    await conn.invalidate()
-                raise
+        async with self._pg_raw() as raw:
+            await _copy_rows(raw, rows)
 
     async def _insert_many(self, session: AsyncSession, rows: list[StoredEvent]) -> None:
         if self._dialect == "postgresql":

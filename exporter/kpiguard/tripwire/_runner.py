@@ -286,14 +286,19 @@ def _must_fold(r: PolicyRound, state: Mapping[str, Any]) -> bool:
     return bool(r.unfolded) or state["cusum_statistic"] is None
 
 
+def _cusum_columns(state: Mapping[str, Any]) -> SimpleNamespace:
+    """The state's CUSUM columns as attributes (what the _sequential_state functions read and write)."""
+    return SimpleNamespace(**{c: state[c] for c in CUSUM_COLUMNS})
+
+
 def _stored_cusum(state: Mapping[str, Any]) -> Cusum:
     """The CUSUM as the state row holds it."""
-    return cusum_of(SimpleNamespace(**{c: state[c] for c in CUSUM_COLUMNS}))  # type: ignore[arg-type]
+    return cusum_of(_cusum_columns(state))  # type: ignore[arg-type]
 
 
 async def _fold_cusum(session: AsyncSession, policy: Policy, state: Mapping[str, Any]) -> Cusum:
     """Fold the events newer than the state's last folded one into its CUSUM and store it (its own UPDATE)."""
-    holder = SimpleNamespace(**{c: state[c] for c in CUSUM_COLUMNS})
+    holder = _cusum_columns(state)
     cusum = await fold_new_events(session, policy, holder, await newest_events(session, policy))  # type: ignore[arg-type]
     async with write_lock(session.bind):
         await session.execute(
