@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -270,6 +270,62 @@ def post_load(url: str, body: bytes, ctype: str, *, connections: int, seconds: f
     if shutil.which("wrk"):
         return run_wrk(url, body, ctype, connections=connections, seconds=seconds)
     return run_aiohttp_load(url, body, ctype, connections=connections, seconds=seconds)
+
+
+@dataclass(frozen=True)
+class Pooled:
+    """Several interleaved load runs of one target, pooled: total answers over total seconds."""
+
+    runs: tuple[Load, ...]
+
+    @property
+    def tool(self) -> str:
+        """The load generator."""
+        return self.runs[0].tool
+
+    @property
+    def requests(self) -> int:
+        """Requests over every run."""
+        return sum(r.requests for r in self.runs)
+
+    @property
+    def errors(self) -> int:
+        """Errors over every run."""
+        return sum(r.errors for r in self.runs)
+
+    @property
+    def rps(self) -> float:
+        """Successful requests a second over every run."""
+        secs = sum(r.seconds for r in self.runs)
+        return (self.requests - self.errors) / secs if secs else 0.0
+
+    @property
+    def p99_ms(self) -> float | None:
+        """The worst run's p99."""
+        p99s = [r.p99_ms for r in self.runs if r.p99_ms is not None]
+        return max(p99s) if p99s else None
+
+
+def interleaved(targets: dict[str, Callable[[float], Load]], rounds: int, seconds: float) -> dict[str, Pooled]:
+    """Run every target's load ``rounds`` times for ``seconds``, taking turns, each round in a rotated order.
+
+    Two targets measured one after the other see different machines when other jobs share the cores
+    (hello-world's own rate moved 5,300-9,400 req/s between runs of one afternoon); taking turns in
+    short rounds gives each target the same share of the good and the bad minutes, so their ratio
+    measures the code rather than the hour.
+    """
+    names = list(targets)
+    runs: dict[str, list[Load]] = {n: [] for n in names}
+    for i in range(rounds):
+        for name in names[i % len(names):] + names[: i % len(names)]:
+            runs[name].append(targets[name](seconds))
+    return {n: Pooled(tuple(r)) for n, r in runs.items()}
+
+
+def round_ratios(a: Pooled, b: Pooled) -> str:
+    """The per-round ratios a ÷ b as 'min-max over N rounds'."""
+    ratios = sorted(x.rps / y.rps for x, y in zip(a.runs, b.runs, strict=True) if y.rps)
+    return f"{ratios[0]:.2f}-{ratios[-1]:.2f}× round by round over {len(ratios)} rounds" if ratios else ""
 
 
 def percentile(values: Sequence[float], q: float) -> float:

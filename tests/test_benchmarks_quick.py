@@ -52,3 +52,35 @@ def test_quick_run_writes_every_row(tmp_path: Path) -> None:
         assert len(hits) == 1, f"{row!r} appears {len(hits)} times"
         cells = [c.strip() for c in hits[0].strip("|").split("|")]
         assert len(cells) == 7 and all(cells[:5]), hits[0]
+
+
+def _harness():  # type: ignore[no-untyped-def]
+    """benchmarks/_harness.py, imported by path (benchmarks/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("kpiguard_bench_harness", REPO / "benchmarks" / "_harness.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_interleaved_rounds_take_turns_in_rotated_order_and_pool() -> None:
+    """Each round runs every target once, starting one further along; the pooled rate is all answers over all seconds."""
+    h = _harness()
+    order: list[str] = []
+
+    def target(name: str, requests: int, errors: int):  # type: ignore[no-untyped-def]
+        def run(seconds: float):  # type: ignore[no-untyped-def]
+            order.append(name)
+            return h.Load("fake", requests, errors, seconds, (requests - errors) / seconds, None, float(len(order)))
+        return run
+
+    pooled = h.interleaved({"a": target("a", 100, 0), "b": target("b", 60, 10), "c": target("c", 30, 0)},
+                           rounds=3, seconds=2.0)
+    assert order == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert pooled["a"].requests == 300 and pooled["b"].errors == 30
+    assert pooled["a"].rps == 300 / 6 and pooled["b"].rps == 150 / 6
+    assert pooled["c"].p99_ms == 7.0  # the worst round's
+    assert h.round_ratios(pooled["b"], pooled["a"]) == "0.50-0.50× round by round over 3 rounds"
