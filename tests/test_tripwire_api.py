@@ -414,3 +414,26 @@ async def test_admin_scope_guards_policy_changes(make_client):
     assert (await client.get(STATE)).status == 401
     assert (await client.get(STATE, headers={"Authorization": "Bearer ing"})).status == 200
     assert await count_rows(client, KpiEvent) == 0
+
+
+@pytest.mark.parametrize("parts", [3])
+async def test_evaluate_all_in_parallel_reads_answers_as_one_read(make_client, parts):
+    """Evaluate-all read in several statements at once answers exactly as one statement, in (domain, metric) order."""
+    pairs = [("zeta", "m"), ("Alpha", "m"), ("Alpha", "b_2"), ("MID", "x"), ("beta", "n"), ("Q", "q"), ("Q", "Q")]
+    one = await make_client(evaluation_read_parts=1)
+    for i, (domain, metric) in enumerate(pairs):
+        await one.post(UPSERT, json={"domain": domain, "metric": metric, "enabled": True, "guard": "none",
+                                     "window_events": 10, "baseline_events": 20, "min_events_to_enforce": 10})
+        if i != 3:  # MID has no events: INSUFFICIENT_DATA
+            await send(one, domain, metric, successes(20, 0.9 - 0.1 * (i % 3)) + successes(10, 0.9 - 0.05 * i))
+
+    def answers(body: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        return [(b["domain"], b["metric"], b["triggered"], b["baseline"], b["current"], b["drop_fraction"], b["note"])
+                for b in body]
+
+    await one.post(EVALUATE)  # the first round creates the states (each policy alone)
+    single = answers(await (await one.post(EVALUATE)).json())
+    many = answers(await (await (await make_client(evaluation_read_parts=parts)).post(EVALUATE)).json())
+    assert [(d, m) for d, m, *_ in single] == sorted(pairs)
+    assert many == single
+    assert any(t for _, _, t, *_ in single) and not all(t for _, _, t, *_ in single)

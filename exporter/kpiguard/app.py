@@ -74,7 +74,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 async def _tripwire(app: web.Application) -> AsyncIterator[None]:
     """Run the tripwire's evaluator after ingest and on its schedule; stop it at shutdown."""
     settings = app[SETTINGS]
-    evaluator = Evaluator(app[SESSIONS], app[METRICS], enforce=settings.native_enforcement)
+    evaluator = Evaluator(app[SESSIONS], app[METRICS], enforce=settings.native_enforcement,
+                          read_parts=settings.evaluation_read_parts)
     app[EVALUATOR] = evaluator
     app[RECEIVER] = Receiver(app[SESSIONS], app[METRICS], auto_release_throttle=settings.webhook_auto_release_throttle)
     app[WRITER].add_listener(evaluator.on_commit)

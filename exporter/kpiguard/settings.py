@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     evaluation_interval_seconds: float = Field(
         60.0, ge=0, description="Evaluate every enabled policy this often (0 = only after ingest and on demand)."
     )
+    evaluation_read_parts: int = Field(
+        2, ge=1, le=16,
+        description="PostgreSQL: evaluate-all reads the policies' windows in this many statements at once.",
+    )
     governance_refresh_seconds: float = Field(
         5.0, gt=0, le=3600, description="How often the exported weekly figures look for new audit entries."
     )

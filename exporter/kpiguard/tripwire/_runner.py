@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import SimpleNamespace
@@ -61,8 +61,12 @@ class Verdict:
 class Evaluator:
     """Evaluates policies against their count windows and enforces through :mod:`kpiguard.enforcement`."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], metrics: Metrics, *, enforce: bool) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], metrics: Metrics, *, enforce: bool, read_parts: int = 1
+    ) -> None:
         self._sessions = sessions
+        # PostgreSQL: evaluate-all reads its policies in this many statements at once (see _rounds)
+        self._read_parts = read_parts
         self._metrics = metrics
         self._enforce = enforce
         self._watched: set[tuple[str, str]] = set()
@@ -127,39 +131,42 @@ class Evaluator:
         start = time.perf_counter()
         verdicts: dict[tuple[str, str], Verdict] = {}
         alone: list[tuple[str, str]] = []
+        keys: list[tuple[str, str]] = []
         async with self._sessions() as session:
             # Profiled: one transaction and five round trips per policy bounded evaluate-all at a few
             # hundred policies a second; then the ORM's loading and flushing of 100 states a round did.
-            # Now one statement reads policies, states and windows, and one statement writes states.
+            # Now one statement reads policies, states and windows (on PostgreSQL: read_parts statements at
+            # once, each a share of the policies), and one statement writes states.
             await _autocommit(session)
-            rounds = await read_round(session)
-            keys = [r.policy.key for r in rounds]
-            self._watched = set(keys)
             now = utcnow()
             writes = []
-            for r in rounds:
-                policy, state = r.policy, r.state
-                if state is None:
-                    alone.append(policy.key)
-                    continue
-                cusum = None
-                if policy.guard in CUSUM_GUARDS:
-                    # New events to fold into the stored CUSUM take evaluate_one (it reads them); a CUSUM
-                    # that has folded every event evaluates here with the rest, as it stands.
-                    if _must_fold(r, state):
+            async with contextlib.aclosing(self._rounds(session)) as rounds:
+                async for r in rounds:
+                    keys.append(r.policy.key)
+                    policy, state = r.policy, r.state
+                    if state is None:
                         alone.append(policy.key)
                         continue
-                    cusum = _stored_cusum(state)
-                ev = evaluate(policy, r.recent, r.baseline, cusum)
-                step = decide(policy, state, ev, r.fresh)
-                if step.latch:
-                    alone.append(policy.key)
-                    continue
-                values = _state_values(state, ev, step, now)
-                writes.append(_params(values, step))
-                self._export(policy, ev, values)
-                self._metrics.evaluations.labels(_result(ev, step.armed)).inc()
-                verdicts[policy.key] = Verdict(policy, ev, state_json(values, policy), None)
+                    cusum = None
+                    if policy.guard in CUSUM_GUARDS:
+                        # New events to fold into the stored CUSUM take evaluate_one (it reads them); a CUSUM
+                        # that has folded every event evaluates here with the rest, as it stands.
+                        if _must_fold(r, state):
+                            alone.append(policy.key)
+                            continue
+                        cusum = _stored_cusum(state)
+                    ev = evaluate(policy, r.recent, r.baseline, cusum)
+                    step = decide(policy, state, ev, r.fresh)
+                    if step.latch:
+                        alone.append(policy.key)
+                        continue
+                    values = _state_values(state, ev, step, now)
+                    writes.append(_params(values, step))
+                    self._export(policy, ev, values)
+                    self._metrics.evaluations.labels(_result(ev, step.armed)).inc()
+                    verdicts[policy.key] = Verdict(policy, ev, state_json(values, policy), None)
+            keys.sort()
+            self._watched = set(keys)
             async with write_lock(session.bind):
                 await write_states(session, writes)
         if verdicts:
@@ -170,6 +177,35 @@ class Evaluator:
         for domain, metric in alone:
             verdicts[(domain, metric)] = await self.evaluate_one(domain, metric, actor=actor, source=source)
         return [verdicts[k] for k in keys]
+
+    async def _rounds(self, session: AsyncSession) -> AsyncIterator[PolicyRound]:
+        """Every enabled policy's round; on PostgreSQL in ``read_parts`` statements at once, each part as it comes.
+
+        Profiled over 1M rows: the one statement took about 30 ms of one PostgreSQL backend while the
+        server waited, then the server evaluated for about 20 ms while PostgreSQL waited. Two parts on
+        two connections read in 16-20 ms, and the first part's evaluation overlaps the second's read.
+        """
+        if self._read_parts <= 1 or session.bind.dialect.name != "postgresql":
+            for r in await read_round(session):
+                yield r
+            return
+
+        async def read(i: int) -> list[PolicyRound]:
+            if i == 0:
+                return await read_round(session, part=(0, self._read_parts))
+            async with self._sessions() as own:
+                await _autocommit(own)
+                return await read_round(own, part=(i, self._read_parts))
+
+        tasks = [asyncio.create_task(read(i)) for i in range(self._read_parts)]
+        try:
+            for done in asyncio.as_completed(tasks):
+                for r in await done:
+                    yield r
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _act(self, session: AsyncSession, policy: Policy, ev: Evaluation, *, actor: str | None,
                    source: audit.Source) -> enforcement.Outcome | None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pydantic_core import to_json
 from sqlalchemy import (
     BigInteger, Boolean, Float, Integer, and_, bindparam, case, column, func, literal, null, select, text,
     union_all, update,
@@ -284,6 +284,8 @@ ORDER BY pol.domain, pol.metric"""
 
 
 _PG_ROUND_ALL = _pg_round("pol.enabled")
+# One of several parts of the enabled policies, read at once on as many connections (Evaluator's read_parts).
+_PG_ROUND_PART = _pg_round("pol.enabled AND mod(pol.id, :parts) = :part")
 _PG_ROUND_ONE = _pg_round("pol.domain = :domain AND pol.metric = :metric")
 
 
@@ -353,15 +355,21 @@ def _stats(n: int | None, total: float | None, total_sq: float | None) -> Window
     return WindowStats(int(n or 0), float(total or 0.0), float(total_sq or 0.0))
 
 
-async def read_round(session: AsyncSession, key: tuple[str, str] | None = None) -> list[PolicyRound]:
+async def read_round(
+    session: AsyncSession, key: tuple[str, str] | None = None, *, part: tuple[int, int] | None = None
+) -> list[PolicyRound]:
     """Every enabled policy (key None) or the one policy of ``key``, with its state and windows; by (domain, metric).
 
     The windows are those of :func:`newest_events` followed by ``split_windows``, summed by the database.
     The state holds the columns an evaluation does not write (EVALUATED); None if the row is missing.
     PostgreSQL answers in one statement whatever the number of policies; SQLite in one more per policy.
+    ``part`` (i, n), PostgreSQL only: the enabled policies whose id is i modulo n, so that n reads can
+    run at once on n connections.
     """
     if session.bind.dialect.name == "postgresql":
-        if key is None:
+        if part is not None:
+            result = await session.execute(_PG_ROUND_PART, {"part": part[0], "parts": part[1]})
+        elif key is None:
             result = await session.execute(_PG_ROUND_ALL)
         else:
             result = await session.execute(_PG_ROUND_ONE, {"domain": key[0], "metric": key[1]})
@@ -433,7 +441,8 @@ async def write_states(session: AsyncSession, values: Sequence[Mapping[str, Any]
         return
     if len(values) > 1 and session.bind.dialect.name == "postgresql":
         columns: dict[str, list[Any]] = {k: [v[k] for v in values] for k in values[0]}
-        columns["p_evidence"] = [None if e is None else json.dumps(e) for e in columns["p_evidence"]]
+        # pydantic-core's serialiser: the standard library's was 5 % of evaluate-all's server time
+        columns["p_evidence"] = [None if e is None else to_json(e).decode() for e in columns["p_evidence"]]
         await session.execute(_PG_WRITE_STATES, columns)
         return
     await session.execute(_WRITE_STATE, list(values))
