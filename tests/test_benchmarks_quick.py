@@ -24,8 +24,10 @@ ROWS = (
     "| evaluation time at 10M ÷ at 1M |",
     "| /metrics with 100 series |",
     "| /metrics with 300 series |",
-    "| native enforcement latency, PostgreSQL |",
-    "| native enforcement latency, SQLite |",
+    "| native enforcement latency, PostgreSQL, default guard (combined) |",
+    "| native enforcement latency, PostgreSQL, plain rule (guard none) |",
+    "| native enforcement latency, SQLite, default guard (combined) |",
+    "| native enforcement latency, SQLite, plain rule (guard none) |",
     "| RSS after 2,000 events |",
     "| RSS after a flood of 1,000 distinct (domain, metric) pairs |",
     "| RSS after a second flood of 1,000 new pairs (flat?) |",
@@ -54,11 +56,11 @@ def test_quick_run_writes_every_row(tmp_path: Path) -> None:
         assert len(cells) == 7 and all(cells[:5]), hits[0]
 
 
-def _harness():  # type: ignore[no-untyped-def]
-    """benchmarks/_harness.py, imported by path (benchmarks/ is not a package)."""
+def _bench_module(name: str):  # type: ignore[no-untyped-def]
+    """benchmarks/NAME.py, imported by path (benchmarks/ is not a package)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("kpiguard_bench_harness", REPO / "benchmarks" / "_harness.py")
+    spec = importlib.util.spec_from_file_location(f"kpiguard_bench_{name}", REPO / "benchmarks" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod  # dataclasses look their module up while the class is built
@@ -68,7 +70,7 @@ def _harness():  # type: ignore[no-untyped-def]
 
 def test_interleaved_rounds_take_turns_in_rotated_order_and_pool() -> None:
     """Each round runs every target once, starting one further along; the pooled rate is all answers over all seconds."""
-    h = _harness()
+    h = _bench_module("_harness")
     order: list[str] = []
 
     def target(name: str, requests: int, errors: int):  # type: ignore[no-untyped-def]
@@ -84,3 +86,10 @@ def test_interleaved_rounds_take_turns_in_rotated_order_and_pool() -> None:
     assert pooled["a"].rps == 300 / 6 and pooled["b"].rps == 150 / 6
     assert pooled["c"].p99_ms == 7.0  # the worst round's
     assert h.round_ratios(pooled["b"], pooled["a"]) == "0.50-0.50× round by round over 3 rounds"
+
+
+def test_crossing_failure_is_the_first_failure_that_triggers() -> None:
+    """The enforcement trials time the failure kpiguard's evaluation first triggers on: 2nd plain, 6th guarded."""
+    bench = _bench_module("run")
+    assert bench.crossing_failure("none") == 2  # 2 failures in a window of 10: a 20 % drop, the threshold
+    assert bench.crossing_failure("evidence") == bench.crossing_failure("combined") == 6
