@@ -193,6 +193,47 @@ async def test_evaluate_all_shares_the_round_once_the_cusum_is_up_to_date(client
     assert row.cusum_statistic == pytest.approx(play(POLICY, values, FRESH, 200).statistic)
 
 
+async def test_folding_the_events_of_an_ingest_reads_them_once_and_writes_once(client):
+    """A fold of the few events one ingest adds reads the pair's newest events in one statement (the windows plus a
+    read-ahead), not once for the windows and again for the new events' baselines; and the evaluation writes its
+    state and the folded CUSUM in one UPDATE."""
+    from sqlalchemy import event
+
+    from kpiguard.keys import ENGINE
+
+    await client.post(UPSERT, json={**KEY, "enabled": True, "guard": "sequential", "dry_run": True})
+    await send(client, successes(250, 0.95))
+    await settle(client, 250)
+    reads: list[str] = []
+    folds: list[str] = []
+    evaluations: list[str] = []
+    writes: list[str] = []
+
+    def record(conn, cursor, statement, params, context, executemany):  # type: ignore[no-untyped-def]
+        text = " ".join(statement.split())
+        if text.startswith("SELECT kpi_event.id, kpi_event.success, kpi_event.value FROM kpi_event"):
+            reads.append(text)
+        if text.upper().startswith("UPDATE REGRESSION_STATE"):
+            writes.append(text)
+            if "cusum_statistic" in text:
+                folds.append(text)
+        if "pol.domain = " in text or "regression_policy.domain = " in text:
+            evaluations.append(text)  # evaluate_one's read of its policy
+
+    sync_engine = client.app[ENGINE].sync_engine
+    event.listen(sync_engine, "before_cursor_execute", record)
+    try:
+        await send(client, successes(3, 0.0))
+        await settle(client, 253)
+    finally:
+        event.remove(sync_engine, "before_cursor_execute", record)
+    assert folds and len(reads) == len(folds)
+    assert len(writes) == len(evaluations)  # one state write an evaluation, folded or not
+    row = await stored(client)
+    values = [1.0 if s else 0.0 for s in successes(250, 0.95) + successes(3, 0.0)]
+    assert row.cusum_statistic == pytest.approx(play(POLICY, values, FRESH, 200).statistic)
+
+
 async def test_events_stored_out_of_id_order_do_not_keep_evaluate_all_folding(client):
     """Events with higher ids but older times than the newest (two writers at once) fold nothing, and evaluate-all
     keeps sharing its round: the check is the newest event's id, not any id above the last folded."""

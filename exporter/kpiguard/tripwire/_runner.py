@@ -12,7 +12,6 @@ from datetime import datetime
 from types import SimpleNamespace
 from typing import Any, NamedTuple
 
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from kpiguard import audit, enforcement
@@ -31,7 +30,6 @@ from kpiguard.tripwire._store import (
     get_state_row,
     latch_and_write_state,
     list_policies,
-    newest_events,
     read_round,
     state_json,
     write_states,
@@ -91,17 +89,22 @@ class Evaluator:
                 row = await get_state_row(session, policy.domain, policy.metric)
                 state = {c.name: getattr(row, c.name) for c in RegressionState.__table__.columns}
             cusum = None
+            folded: dict[str, Any] = {}
             if policy.guard in CUSUM_GUARDS:
-                cusum = await _fold_cusum(session, policy, state) if _must_fold(r, state) else _stored_cusum(state)
+                if _must_fold(r, state):
+                    cusum, folded = await _fold_cusum(session, policy, state)
+                else:
+                    cusum = _stored_cusum(state)
             ev = evaluate(policy, r.recent, r.baseline, cusum)
             now = utcnow()
             step = decide(policy, state, ev, r.fresh)
             values = _state_values(state, ev, step, now)
+            params = _params(values, step) | folded
             if not step.latch:
                 # Each statement commits by itself: a state write is one UPDATE, and under READ
                 # COMMITTED a transaction around the read and the write would hold nothing more.
                 async with write_lock(bind):
-                    await write_states(session, [_params(values, step)])
+                    await write_states(session, [params])
         # The read's connection is back in the pool before the latch takes one: ten evaluations at
         # once must not each hold one connection while they wait for a second.
         enforced: enforcement.Outcome | None = None
@@ -109,11 +112,11 @@ class Evaluator:
             # The latch and the state are one conditional UPDATE, in the action's transaction: the
             # action runs once, for the evaluation that flipped the trigger, or not at all.
             async with write_lock(bind), self._sessions() as tx, tx.begin():
-                if await latch_and_write_state(tx, _params(values, step), now):
+                if await latch_and_write_state(tx, params, now):
                     values["last_triggered_at"] = now
                     enforced = await self._act(tx, policy, ev, actor=actor, source=source)
                 else:  # another evaluation flipped it first
-                    await write_states(tx, [_params(values, step)])
+                    await write_states(tx, [params])
             values["triggered"] = True
         self._export(policy, ev, values)
         self._metrics.evaluations.labels(_result(ev, step.armed)).inc()
@@ -332,16 +335,15 @@ def _stored_cusum(state: Mapping[str, Any]) -> Cusum:
     return cusum_of(_cusum_columns(state))  # type: ignore[arg-type]
 
 
-async def _fold_cusum(session: AsyncSession, policy: Policy, state: Mapping[str, Any]) -> Cusum:
-    """Fold the events newer than the state's last folded one into its CUSUM and store it (its own UPDATE)."""
+async def _fold_cusum(session: AsyncSession, policy: Policy, state: Mapping[str, Any]) -> tuple[Cusum, dict[str, Any]]:
+    """Fold the events newer than the state's last folded one into its CUSUM: the CUSUM and its state-write parameters.
+
+    The CUSUM columns go out with the evaluation's own state write (``p_cusum_*``): a separate UPDATE
+    was one more commit on the crossing evaluation's path (one more fsync on SQLite).
+    """
     holder = _cusum_columns(state)
-    cusum = await fold_new_events(session, policy, holder, await newest_events(session, policy))  # type: ignore[arg-type]
-    async with write_lock(session.bind):
-        await session.execute(
-            update(RegressionState).where(RegressionState.id == state["id"])
-            .values({c: getattr(holder, c) for c in CUSUM_COLUMNS})
-        )
-    return cusum
+    cusum = await fold_new_events(session, policy, holder)  # type: ignore[arg-type]
+    return cusum, {f"p_{c}": getattr(holder, c) for c in CUSUM_COLUMNS}
 
 
 async def _autocommit(session: AsyncSession) -> None:

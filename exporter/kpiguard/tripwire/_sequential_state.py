@@ -24,6 +24,10 @@ from kpiguard.tripwire._window import WindowStats, event_value
 # only the newest are folded: the CUSUM then starts its look at a drop that many events late, which
 # is far more than it needs to see one (DETECTION.md: median delays of tens to a few hundred events).
 MAX_FOLD_EVENTS = 1000
+# Events read beyond window + baseline for a fold: folding k new events needs the baseline before each,
+# so k more than the windows hold. Read with the windows, the usual fold (after ingest: one to a few
+# events) needs no second read; the enforcement benchmark's crossing evaluation made three reads.
+FOLD_READ_AHEAD = 32
 
 # The regression_state columns that hold the CUSUM.
 CUSUM_COLUMNS = ("cusum_statistic", "cusum_reference", "cusum_level", "cusum_scale", "cusum_total",
@@ -119,12 +123,11 @@ def fold_rows(policy: Policy, cusum: Cusum, rows: Sequence[Any], new: int) -> Cu
     return fold(cusum, pairs, policy)
 
 
-async def fold_new_events(session: AsyncSession, policy: Policy, state: CusumState,
-                          rows: Sequence[Any]) -> Cusum:
+async def fold_new_events(session: AsyncSession, policy: Policy, state: CusumState) -> Cusum:
     """Fold the events newer than the state's last folded one into its CUSUM, store it on the state, return it.
 
-    ``rows`` are the evaluation's newest window + baseline events (newest first); when the new events
-    need older baselines than they reach, the needed events are read again, at most MAX_FOLD_EVENTS new.
+    Reads the pair's newest window + baseline + FOLD_READ_AHEAD events (newest first); when the new
+    events need older baselines than those reach, reads again, at most MAX_FOLD_EVENTS new ones.
     A policy with a guard that keeps no CUSUM clears a stored one (so switching back starts fresh).
     """
     if policy.guard not in CUSUM_GUARDS:
@@ -132,14 +135,16 @@ async def fold_new_events(session: AsyncSession, policy: Policy, state: CusumSta
             reset_cusum(state)
         return FRESH
     cusum = cusum_of(state)
+    w, b = policy.window_events, policy.baseline_events
+    limit = w + b + FOLD_READ_AHEAD
+    rows = await _newest(session, policy, limit)
     if not rows:
         if state.cusum_last_event_id is None:
             _store(state, cusum, 0)  # no events yet: every event to come is new
         return cusum
-    w, b = policy.window_events, policy.baseline_events
     new = _leading_new(rows, state.cusum_last_event_id, w)
-    if new and new + w + b > len(rows) and len(rows) >= w + b:
-        # More history exists than the evaluation read: read what the new events' baselines need.
+    if new and new + w + b > len(rows) == limit:
+        # More history exists than was read: read what the new events' baselines need.
         limit = (min(new, MAX_FOLD_EVENTS) if new < len(rows) else MAX_FOLD_EVENTS) + w + b
         rows = await _newest(session, policy, limit)
         new = min(_leading_new(rows, state.cusum_last_event_id, w), MAX_FOLD_EVENTS)

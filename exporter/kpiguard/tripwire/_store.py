@@ -20,7 +20,7 @@ from kpiguard.db._types import utcnow
 from kpiguard.db.models import KpiEvent, RegressionPolicy, RegressionState
 from kpiguard.errors import ValidationFailed
 from kpiguard.tripwire._policy import Action, Aggregation, Guard, Policy
-from kpiguard.tripwire._sequential_state import reset_cusum, resets_cusum
+from kpiguard.tripwire._sequential_state import CUSUM_COLUMNS, reset_cusum, resets_cusum
 from kpiguard.tripwire._validate import policy_problems
 from kpiguard.tripwire._window import WindowStats
 
@@ -417,6 +417,16 @@ _WRITE_STATE = (
 )
 
 
+# The same with the CUSUM an evaluation folded (``p_cusum_*``): one write for both, one commit.
+_WRITE_STATE_FOLDED = _WRITE_STATE.values(
+    {c: bindparam(f"p_{c}", type_=_STATE.c[c].type) for c in CUSUM_COLUMNS}
+)
+
+
+def _write_statement(values: Mapping[str, Any]) -> Any:
+    return _WRITE_STATE_FOLDED if "p_cusum_statistic" in values else _WRITE_STATE
+
+
 # PostgreSQL: every state of a round in one UPDATE from arrays. Profiled: the executemany's
 # per-row parameter processing in SQLAlchemy was a tenth of evaluate-all's time in the server.
 _PG_WRITE_STATES = text("""
@@ -445,7 +455,7 @@ async def write_states(session: AsyncSession, values: Sequence[Mapping[str, Any]
         columns["p_evidence"] = [None if e is None else to_json(e).decode() for e in columns["p_evidence"]]
         await session.execute(_PG_WRITE_STATES, columns)
         return
-    await session.execute(_WRITE_STATE, list(values))
+    await session.execute(_write_statement(values[0]), list(values))
 
 
 async def latch_and_write_state(session: AsyncSession, values: Mapping[str, Any], now: datetime) -> bool:
@@ -455,7 +465,7 @@ async def latch_and_write_state(session: AsyncSession, values: Mapping[str, Any]
     between the read and the latch makes the evaluation that read the older state act on nothing.
     """
     stmt = (
-        _WRITE_STATE.values(triggered=True, last_triggered_at=now)
+        _write_statement(values).values(triggered=True, last_triggered_at=now)
         .where(_STATE.c.triggered.is_(False),
                _STATE.c.rearm_after_id.is_not_distinct_from(bindparam("p_read_rearm", type_=BigInteger)))
     )
