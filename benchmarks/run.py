@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -653,11 +653,17 @@ def crossing_failure(guard: str) -> int:
     raise AssertionError(f"guard {guard}: no failure in a whole window triggers")
 
 
-async def _enforcement_trials(url: str, trials: int, guard: str) -> tuple[list[float], int, float, int]:
-    """Seconds from the 201 of the crossing event to a denied check-and-reserve, per trial; premature denials."""
-    crossing = crossing_failure(guard)
-    latencies = []
-    premature = 0
+@dataclass
+class Trials:
+    """One guard's enforcement trials: seconds from the crossing event's 201 to the denial, and denials before it."""
+
+    latencies: list[float] = field(default_factory=list)
+    premature: int = 0
+
+
+async def _enforcement_trials(url: str, trials: int, guards: Sequence[str]) -> tuple[dict[str, Trials], float, int]:
+    """``trials`` enforcement trials for each guard, taking turns; the mean after-ingest evaluation and their number."""
+    results = {g: Trials() for g in guards}
     async with aiohttp.ClientSession() as s:
         async def post(path: str, **kw: object) -> tuple[int, dict]:  # type: ignore[type-arg]
             async with s.post(url + path, **kw) as resp:  # type: ignore[arg-type]
@@ -668,7 +674,9 @@ async def _enforcement_trials(url: str, trials: int, guard: str) -> tuple[list[f
             assert status == 200, data
             return bool(data["ok"])
 
-        for t in range(trials):
+        for t in range(trials * len(guards)):
+            guard = guards[t % len(guards)]
+            crossing, trial = crossing_failure(guard), results[guard]
             eng = f"E{t:04d}"
             st, data = await post("/api/governance/risk/policies/upsert", json={"engine": eng, "enabled": True})
             assert st == 200, data
@@ -684,7 +692,7 @@ async def _enforcement_trials(url: str, trials: int, guard: str) -> tuple[list[f
                                       json={"domain": eng, "metric": "m", "success": False})
                 assert st == 201, data
                 if not await check(eng):
-                    premature += 1
+                    trial.premature += 1
             st, data = await post("/api/governance/regression/kpi", json={"domain": eng, "metric": "m", "success": False})
             t0 = time.perf_counter()
             assert st == 201, data
@@ -692,9 +700,9 @@ async def _enforcement_trials(url: str, trials: int, guard: str) -> tuple[list[f
                 if time.perf_counter() - t0 > 10:
                     raise TimeoutError(f"{eng}: not denied 10 s after the crossing event")
                 await asyncio.sleep(POLL_PAUSE)
-            latencies.append(time.perf_counter() - t0)
+            trial.latencies.append(time.perf_counter() - t0)
         mean_eval, evals = await _eval_seconds(s, url)
-    return latencies, premature, mean_eval, evals
+    return results, mean_eval, evals
 
 
 def _ordinal(n: int) -> str:
@@ -706,26 +714,32 @@ ENFORCEMENT_GUARDS = (("combined", "default guard (combined)"), ("none", "plain 
 
 
 def bench_enforcement(rep: Report, sz: Sizes, work: Path) -> None:
-    """From the 201 of the event that crosses the threshold to a denied risk check, on both stores, per guard."""
+    """From the 201 of the event that crosses the threshold to a denied risk check, on both stores, per guard.
+
+    The guards' trials take turns on one server per store: measured one guard after the other, the
+    first met the write-back of the evaluation figure's 11M rows (p50 24 against 13 ms alone).
+    """
+    guards = [g for g, _ in ENFORCEMENT_GUARDS]
     results = {}
-    for guard, _ in ENFORCEMENT_GUARDS:
-        with pg_schema("kg_bench_enf") as schema:
-            with h.start_kpiguard(work, database_url=h.PG_URL, schema=schema) as srv:
-                results[("PostgreSQL", guard)] = asyncio.run(_enforcement_trials(srv.url, sz.enforcement_trials, guard))
-        with h.start_kpiguard(work, database_url=f"sqlite+aiosqlite:///{work / f'enf-{guard}.db'}") as srv:
-            results[("SQLite", guard)] = asyncio.run(_enforcement_trials(srv.url, sz.enforcement_trials, guard))
-    names = dict(ENFORCEMENT_GUARDS)
-    for (store, guard), (lat, premature, mean_eval, evals) in sorted(results.items()):
-        p99 = h.percentile(lat, 0.99) * 1000
-        p50 = statistics.median(lat) * 1000
-        rep.add(Row("enforcement", f"native enforcement latency, {store}, {names[guard]}",
-                    f"p99 {fmt(p99, 'ms')} (p50 {fmt(p50, 'ms')}, max {fmt(max(lat) * 1000, 'ms')})", "50 ms",
-                    f"{p99 / 50:.2f}×", "p99 < 50 ms", p99 < 50,
-                    f"{len(lat)} trials; {ENFORCEMENT_HISTORY} successes, then failures: the "
-                    f"{_ordinal(crossing_failure(guard))} crosses (kpiguard's pure evaluation says which); one client "
-                    f"polling check-and-reserve after its 201 ({POLL_PAUSE * 1000:.0f} ms apart); {premature} checks "
-                    f"denied before the crossing event; server-side after-ingest evaluation "
-                    f"{fmt(mean_eval * 1000, 'ms')} on average ({evals})"))
+    with pg_schema("kg_bench_enf") as schema:
+        with h.start_kpiguard(work, database_url=h.PG_URL, schema=schema) as srv:
+            results["PostgreSQL"] = asyncio.run(_enforcement_trials(srv.url, sz.enforcement_trials, guards))
+    with h.start_kpiguard(work, database_url=f"sqlite+aiosqlite:///{work / 'enf.db'}") as srv:
+        results["SQLite"] = asyncio.run(_enforcement_trials(srv.url, sz.enforcement_trials, guards))
+    for store, (by_guard, mean_eval, evals) in results.items():
+        for guard, name in ENFORCEMENT_GUARDS:
+            lat, premature = by_guard[guard].latencies, by_guard[guard].premature
+            p99 = h.percentile(lat, 0.99) * 1000
+            p50 = statistics.median(lat) * 1000
+            rep.add(Row("enforcement", f"native enforcement latency, {store}, {name}",
+                        f"p99 {fmt(p99, 'ms')} (p50 {fmt(p50, 'ms')}, max {fmt(max(lat) * 1000, 'ms')})", "50 ms",
+                        f"{p99 / 50:.2f}×", "p99 < 50 ms", p99 < 50,
+                        f"{len(lat)} trials, taking turns with the other guard's; {ENFORCEMENT_HISTORY} successes, "
+                        f"then failures: the {_ordinal(crossing_failure(guard))} crosses (kpiguard's pure evaluation "
+                        f"says which); one client polling check-and-reserve after its 201 "
+                        f"({POLL_PAUSE * 1000:.0f} ms apart); {premature} checks denied before the crossing event; "
+                        f"server-side after-ingest evaluation {fmt(mean_eval * 1000, 'ms')} on average over both "
+                        f"guards ({evals})"))
 
 
 # --- 6. memory ---

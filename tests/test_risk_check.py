@@ -53,3 +53,13 @@ def test_refusal_order():
     assert refusal(True, False, False, 1.0, 5.0) is Reason.POLICY_DISABLED
     assert refusal(True, False, True, 1.0, 5.0) is Reason.LIMIT_EXCEEDED
     assert refusal(True, False, True, 5.0, 5.0) is None and refusal(True, False, True, None, 5.0) is None
+
+
+async def test_a_reservation_reports_the_days_total_as_a_number_with_a_fraction(client):
+    """reserved_today is the day's total as a float on both stores (SQLite's RETURNING gives 60 for 60.0)."""
+    await client.post("/api/governance/risk/policies/upsert", json={"engine": "F", "enabled": True, "daily_limit": 100})
+    first = await (await client.post("/api/governance/risk/check-and-reserve", json={"engine": "F", "amount": 60})).json()
+    refused = await (await client.post("/api/governance/risk/check-and-reserve",
+                                       json={"engine": "F", "amount": 60})).json()
+    assert (first["ok"], first["reserved_today"]) == (True, 60.0) and isinstance(first["reserved_today"], float)
+    assert (refused["ok"], refused["reason"], refused["reserved_today"]) == (False, "limit_exceeded", 60.0)

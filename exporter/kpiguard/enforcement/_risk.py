@@ -7,15 +7,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from kpiguard.db._types import utcnow
 from kpiguard.db.engine import write_lock
 from kpiguard.db.models import RiskExposure, RiskLedger, RiskPolicy
-from kpiguard.enforcement._golive import read_state
 
 
 class Reason(enum.StrEnum):
@@ -83,43 +80,19 @@ async def check_and_reserve(
     # SQLite: in a transaction of its own, queued behind this process's other writers, reads
     # included: a check that arrives while the tripwire latches waits, then reads the committed
     # throttle (taking the lock only for the writes answered from the older read: p50 17 -> 33 ms).
-    async with write_lock(session.bind), AsyncSession(session.bind, expire_on_commit=False) as own, own.begin():
-        return await _check_and_reserve(own, engine, amount, actor, correlation_id)
+    async with write_lock(session.bind):
+        return await _check_and_reserve_sqlite(session.bind, engine, amount, actor, correlation_id)
 
 
-async def _check_and_reserve(session: AsyncSession, engine: str, amount: float, actor: str | None,
-                             correlation_id: str | None) -> RiskCheck:
-    policy = await session.get(RiskPolicy, engine)
-    reserved: float | None = None
-    limit = policy.daily_limit if policy else None
-    reason = refusal(
-        policy is not None, policy is not None and (await read_state(session)).kill_switch_engaged,
-        policy is not None and policy.enabled, policy.max_single_amount if policy else None, amount,
-    )
-    if reason is None:
-        assert policy is not None
-        reserved = await _reserve(session, engine, amount, policy.daily_limit)
-        reason = Reason.OK if reserved is not None else Reason.LIMIT_EXCEEDED
-    entry = RiskLedger(
-        engine=engine, amount=amount, ok=reason is Reason.OK, reason=reason.value, actor=actor,
-        correlation_id=correlation_id, created_at=utcnow(),
-    )
-    session.add(entry)
-    await session.flush()
-    if reserved is None and policy is not None and limit is not None:
-        reserved = await _reserved(session, engine)
-    return RiskCheck(reason is Reason.OK, reason, engine, amount, reserved, limit, entry.id)
-
-
-# The engine's policy, the kill switch and today's exposure in one read.
-_PG_CHECK_READ = text("""
+# The engine's policy, the kill switch and today's exposure in one read (both stores).
+_CHECK_READ = text("""
 SELECT p.engine IS NOT NULL, coalesce(g.kill_switch_engaged, false), coalesce(p.enabled, false),
        p.max_single_amount, p.daily_limit, x.reserved
 FROM (SELECT 1) AS one
 LEFT JOIN risk_policy AS p ON p.engine = :engine
 LEFT JOIN go_live_state AS g ON g.id = 1
 LEFT JOIN risk_exposure AS x ON x.engine = :engine AND x.day = :day
-""")
+""").bindparams(bindparam("day", type_=RiskExposure.__table__.c.day.type))
 
 _PG_LEDGER = text("""
 INSERT INTO risk_ledger (engine, amount, ok, reason, actor, correlation_id, created_at)
@@ -155,7 +128,7 @@ async def _check_and_reserve_pg(engine_: AsyncEngine, engine: str, amount: float
     async with engine_.connect() as conn:
         await conn.execution_options(isolation_level="AUTOCOMMIT")
         known, kill, enabled, max_single, limit, reserved = (
-            await conn.execute(_PG_CHECK_READ, {"engine": engine, "day": day})
+            await conn.execute(_CHECK_READ, {"engine": engine, "day": day})
         ).one()
         reason = refusal(known, kill, enabled, max_single, amount)
         if reason is not None:
@@ -171,29 +144,46 @@ async def _check_and_reserve_pg(engine_: AsyncEngine, engine: str, amount: float
                      (current or 0.0) if limit is not None else None, limit, ledger_id)
 
 
-async def _reserve(session: AsyncSession, engine: str, amount: float, limit: float | None) -> float | None:
-    """Add ``amount`` to today's exposure unless that passes ``limit``; the new total, or None if refused.
+# SQLite: the reservation as one conditional upsert (no data-modifying WITH there); the ledger entry follows.
+_SQLITE_RESERVE = text("""
+INSERT INTO risk_exposure (engine, day, reserved)
+SELECT :engine, :day, :amount WHERE :limit IS NULL OR :amount <= :limit
+ON CONFLICT (engine, day) DO UPDATE SET reserved = risk_exposure.reserved + excluded.reserved
+WHERE :limit IS NULL OR risk_exposure.reserved + excluded.reserved <= :limit
+RETURNING reserved
+""").bindparams(bindparam("day", type_=RiskExposure.__table__.c.day.type))
 
-    One conditional UPDATE decides, so concurrent reservations can never pass the limit together.
-    """
+_SQLITE_LEDGER = text("""
+INSERT INTO risk_ledger (engine, amount, ok, reason, actor, correlation_id, created_at)
+VALUES (:engine, :amount, :ok, :reason, :actor, :correlation_id, :created_at)
+RETURNING id
+""").bindparams(bindparam("created_at", type_=RiskLedger.__table__.c.created_at.type))
+
+
+async def _check_and_reserve_sqlite(engine_: AsyncEngine, engine: str, amount: float, actor: str | None,
+                                    correlation_id: str | None) -> RiskCheck:
+    # Profiled (native enforcement latency on SQLite, a timeline of 12 trials): a check took 5-7 ms
+    # through the ORM (policy, go-live state, exposure insert and update, ledger flush, commit, each a
+    # hop to aiosqlite's thread and back, most of it Python in the busy event loop); the tripwire's
+    # latch and the client's next check queue behind it. Now the read, at most two writes, the commit.
     day = today_utc()
-    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
-    await session.execute(
-        insert(RiskExposure).values(engine=engine, day=day, reserved=0.0).on_conflict_do_nothing()
-    )
-    cond = and_(RiskExposure.engine == engine, RiskExposure.day == day)
-    if limit is not None:
-        cond = and_(cond, RiskExposure.reserved + amount <= limit)
-    result = await session.execute(
-        update(RiskExposure).where(cond).values(reserved=RiskExposure.reserved + amount)
-        .returning(RiskExposure.reserved)
-    )
-    return result.scalar_one_or_none()
-
-
-async def _reserved(session: AsyncSession, engine: str) -> float:
-    row = await session.get(RiskExposure, (engine, today_utc()))
-    return row.reserved if row else 0.0
+    common = {"engine": engine, "amount": amount, "actor": actor, "correlation_id": correlation_id}
+    async with engine_.connect() as conn, conn.begin():
+        known, kill, enabled, max_single, limit, reserved = (
+            await conn.execute(_CHECK_READ, {"engine": engine, "day": day})
+        ).one()
+        reason = refusal(bool(known), bool(kill), bool(enabled), max_single, amount)
+        new_total = None
+        if reason is None:
+            total = (await conn.execute(_SQLITE_RESERVE, {**common, "day": day, "limit": limit})).scalar()
+            new_total = None if total is None else float(total)  # RETURNING answers an integral REAL as int
+            reason = Reason.OK if new_total is not None else Reason.LIMIT_EXCEEDED
+        ledger_id = (await conn.execute(_SQLITE_LEDGER, {
+            **common, "ok": reason is Reason.OK, "reason": reason.value, "created_at": utcnow()})).scalar_one()
+    if new_total is not None:
+        return RiskCheck(True, Reason.OK, engine, amount, new_total, limit, ledger_id)
+    return RiskCheck(False, reason, engine, amount, (reserved or 0.0) if known and limit is not None else None,
+                     limit if known else None, ledger_id)
 
 
 _PG_SET_ENABLED = text("""
