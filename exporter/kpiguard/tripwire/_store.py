@@ -449,7 +449,7 @@ async def write_states(session: AsyncSession, values: Sequence[Mapping[str, Any]
     """Store evaluations in their state rows: ``values`` are :data:`_WRITE_STATE`'s parameters (``p_id`` ...)."""
     if not values:
         return
-    if len(values) > 1 and session.bind.dialect.name == "postgresql":
+    if len(values) > 1 and session.bind.dialect.name == "postgresql" and "p_cusum_statistic" not in values[0]:
         columns: dict[str, list[Any]] = {k: [v[k] for v in values] for k in values[0]}
         # pydantic-core's serialiser: the standard library's was 5 % of evaluate-all's server time
         columns["p_evidence"] = [None if e is None else to_json(e).decode() for e in columns["p_evidence"]]
