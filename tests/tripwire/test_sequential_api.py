@@ -193,13 +193,14 @@ async def test_evaluate_all_shares_the_round_once_the_cusum_is_up_to_date(client
     assert row.cusum_statistic == pytest.approx(play(POLICY, values, FRESH, 200).statistic)
 
 
-async def test_folding_the_events_of_an_ingest_reads_them_once_and_writes_once(client):
+async def test_folding_the_events_of_an_ingest_reads_them_once_and_writes_once(client, monkeypatch):
     """A fold of the few events one ingest adds reads the pair's newest events in one statement (the windows plus a
     read-ahead), not once for the windows and again for the new events' baselines; and the evaluation writes its
     state and the folded CUSUM in one UPDATE."""
     from sqlalchemy import event
 
     from kpiguard.keys import ENGINE
+    from kpiguard.tripwire import _sequential_state
 
     await client.post(UPSERT, json={**KEY, "enabled": True, "guard": "sequential", "dry_run": True})
     await send(client, successes(250, 0.95))
@@ -208,6 +209,11 @@ async def test_folding_the_events_of_an_ingest_reads_them_once_and_writes_once(c
     folds: list[str] = []
     evaluations: list[str] = []
     writes: list[str] = []
+    raw_rows = getattr(_sequential_state, "sqlite_rows", None)
+
+    async def counted(session, stmt, params):  # type: ignore[no-untyped-def]
+        reads.append("raw")  # SQLite's fold read goes straight to aiosqlite, past SQLAlchemy's events
+        return await raw_rows(session, stmt, params)
 
     def record(conn, cursor, statement, params, context, executemany):  # type: ignore[no-untyped-def]
         text = " ".join(statement.split())
@@ -220,6 +226,7 @@ async def test_folding_the_events_of_an_ingest_reads_them_once_and_writes_once(c
         if "pol.domain = " in text or "regression_policy.domain = " in text:
             evaluations.append(text)  # evaluate_one's read of its policy
 
+    monkeypatch.setattr(_sequential_state, "sqlite_rows", counted, raising=False)
     sync_engine = client.app[ENGINE].sync_engine
     event.listen(sync_engine, "before_cursor_execute", record)
     try:

@@ -10,11 +10,12 @@ events for k new ones, at most ``MAX_FOLD_EVENTS`` of them per evaluation.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kpiguard.db.engine import sqlite_rows
 from kpiguard.db.models import KpiEvent
 from kpiguard.tripwire._policy import CUSUM_GUARDS, Aggregation, Policy
 from kpiguard.tripwire._sequential import FRESH, Cusum, Reference, fold
@@ -79,17 +80,33 @@ def _store(state: CusumState, cusum: Cusum, last_event_id: int | None) -> None:
     state.cusum_last_event_id = last_event_id
 
 
+class _Event(NamedTuple):
+    """One event as a fold reads it."""
+
+    id: int
+    success: bool
+    value: float | None
+
+
+def _newest_select(mean: bool) -> Any:
+    ev = KpiEvent.__table__
+    stmt = select(ev.c.id, ev.c.success, ev.c.value).where(ev.c.domain == bindparam("domain"),
+                                                          ev.c.metric == bindparam("metric"))
+    if mean:
+        stmt = stmt.where(ev.c.value.is_not(None))
+    return stmt.order_by(ev.c.created_at.desc(), ev.c.id.desc()).limit(bindparam("limit"))
+
+
+_NEWEST = {mean: _newest_select(mean) for mean in (False, True)}
+
+
 async def _newest(session: AsyncSession, policy: Policy, limit: int) -> Sequence[Any]:
     """The newest ``limit`` events of the policy's pair, newest first, in the windows' order: (id, success, value)."""
-    stmt = (
-        select(KpiEvent.id, KpiEvent.success, KpiEvent.value)
-        .where(KpiEvent.domain == policy.domain, KpiEvent.metric == policy.metric)
-        .order_by(KpiEvent.created_at.desc(), KpiEvent.id.desc())
-        .limit(limit)
-    )
-    if policy.aggregation is Aggregation.MEAN_VALUE:
-        stmt = stmt.where(KpiEvent.value.is_not(None))
-    return (await session.execute(stmt)).all()
+    stmt = _NEWEST[policy.aggregation is Aggregation.MEAN_VALUE]
+    params = {"domain": policy.domain, "metric": policy.metric, "limit": limit}
+    if session.bind.dialect.name == "sqlite":
+        return [_Event(*r) for r in await sqlite_rows(session, stmt, params)]
+    return (await session.execute(stmt, params)).all()
 
 
 def _leading_new(rows: Sequence[Any], last_event_id: int | None, window: int) -> int:

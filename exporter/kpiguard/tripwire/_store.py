@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kpiguard import audit, enforcement
 from kpiguard.db._types import utcnow
+from kpiguard.db.engine import sqlite_rows
 from kpiguard.db.models import KpiEvent, RegressionPolicy, RegressionState
 from kpiguard.errors import ValidationFailed
 from kpiguard.tripwire._policy import Action, Aggregation, Guard, Policy
@@ -387,8 +388,8 @@ async def read_round(
         params = {"domain": policy.domain, "metric": policy.metric, "window": policy.window_events,
                   "baseline": policy.baseline_events, "after": -1 if after is None else after,
                   "folded": -1 if folded is None else folded}
-        (rn, rt, rsq, rf, ru, _), (bn, bt, bsq, bf, _, _) = (await session.execute(
-            _WINDOWS_SQLITE[policy.aggregation is Aggregation.MEAN_VALUE], params)).all()
+        (rn, rt, rsq, rf, ru, _), (bn, bt, bsq, bf, _, _) = await sqlite_rows(
+            session, _WINDOWS_SQLITE[policy.aggregation is Aggregation.MEAN_VALUE], params)
         out.append(_round_of(row, _stats(rn, rt, rsq), _stats(bn, bt, bsq),
                              int(rf or 0) + int(bf or 0) if after is not None else 0, int(ru or 0)))
     return out
