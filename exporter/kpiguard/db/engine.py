@@ -72,8 +72,8 @@ def write_lock(bind: AsyncEngine | Engine) -> AbstractAsyncContextManager[Any]:
     return lock
 
 
-# Compiled SQL of the statements sqlite_rows runs, by statement and dialect.
-_SQLITE_SQL: dict[tuple[int, int], tuple[Any, str, tuple[str, ...]]] = {}
+# Compiled SQL of the statements sqlite_rows runs (module-level constants), by statement and dialect.
+_SQLITE_SQL: dict[tuple[int, str], tuple[Any, str, tuple[str, ...]]] = {}
 
 
 async def sqlite_rows(session: AsyncSession, stmt: Any, params: dict[str, Any]) -> list[tuple[Any, ...]]:
@@ -86,7 +86,7 @@ async def sqlite_rows(session: AsyncSession, stmt: Any, params: dict[str, Any]) 
     (numbers and text: booleans come back as 0 and 1).
     """
     dialect = session.bind.dialect
-    key = (id(stmt), id(dialect))
+    key = (id(stmt), dialect.name)  # one entry per statement, however many engines a process opens
     entry = _SQLITE_SQL.get(key)
     if entry is None:
         compiled = stmt.compile(dialect=dialect)
