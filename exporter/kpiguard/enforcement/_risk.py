@@ -84,6 +84,16 @@ async def check_and_reserve(
         return await _check_and_reserve_sqlite(session.bind, engine, amount, actor, correlation_id)
 
 
+def _answer(engine: str, amount: float, reason: Reason, known: bool, limit: float | None, total: float | None,
+            ledger_id: int) -> RiskCheck:
+    """The check's answer from what it read or reserved: a refusal reports the day's total only for a known engine
+    with a daily limit (0 before its first reservation of the day), and the limit only for a known engine."""
+    if reason is Reason.OK:
+        return RiskCheck(True, reason, engine, amount, total, limit, ledger_id)
+    return RiskCheck(False, reason, engine, amount, (total or 0.0) if known and limit is not None else None,
+                     limit if known else None, ledger_id)
+
+
 # The engine's policy, the kill switch and today's exposure in one read (both stores).
 _CHECK_READ = text("""
 SELECT p.engine IS NOT NULL, coalesce(g.kill_switch_engaged, false), coalesce(p.enabled, false),
@@ -134,14 +144,12 @@ async def _check_and_reserve_pg(engine_: AsyncEngine, engine: str, amount: float
         if reason is not None:
             ledger_id = (await conn.execute(_PG_LEDGER, {**common, "reason": reason.value,
                                                          "created_at": utcnow()})).scalar_one()
-            return RiskCheck(False, reason, engine, amount, (reserved or 0.0) if known and limit is not None else None,
-                             limit if known else None, ledger_id)
+            return _answer(engine, amount, reason, bool(known), limit, reserved, ledger_id)
         ledger_id, new_total, current = (await conn.execute(
             _PG_RESERVE, {**common, "day": day, "limit": limit, "created_at": utcnow()})).one()
     if new_total is not None:
-        return RiskCheck(True, Reason.OK, engine, amount, new_total, limit, ledger_id)
-    return RiskCheck(False, Reason.LIMIT_EXCEEDED, engine, amount,
-                     (current or 0.0) if limit is not None else None, limit, ledger_id)
+        return _answer(engine, amount, Reason.OK, True, limit, new_total, ledger_id)
+    return _answer(engine, amount, Reason.LIMIT_EXCEEDED, True, limit, current, ledger_id)
 
 
 # SQLite: the reservation as one conditional upsert (no data-modifying WITH there); the ledger entry follows.
@@ -180,10 +188,7 @@ async def _check_and_reserve_sqlite(engine_: AsyncEngine, engine: str, amount: f
             reason = Reason.OK if new_total is not None else Reason.LIMIT_EXCEEDED
         ledger_id = (await conn.execute(_SQLITE_LEDGER, {
             **common, "ok": reason is Reason.OK, "reason": reason.value, "created_at": utcnow()})).scalar_one()
-    if new_total is not None:
-        return RiskCheck(True, Reason.OK, engine, amount, new_total, limit, ledger_id)
-    return RiskCheck(False, reason, engine, amount, (reserved or 0.0) if known and limit is not None else None,
-                     limit if known else None, ledger_id)
+    return _answer(engine, amount, reason, bool(known), limit, reserved if new_total is None else new_total, ledger_id)
 
 
 _PG_SET_ENABLED = text("""
