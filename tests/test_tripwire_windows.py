@@ -11,7 +11,8 @@ from kpiguard import audit
 from kpiguard.db.models import KpiEvent, RegressionState
 from kpiguard.keys import SESSIONS
 from kpiguard.tripwire import Aggregation, Policy, event_value, split_windows
-from kpiguard.tripwire._store import latch_and_write_state, newest_events, read_round, upsert_policy, write_states
+from kpiguard.tripwire._sequential_state import newest_events
+from kpiguard.tripwire._store import latch_and_write_state, read_round, upsert_policy, write_states
 
 # (domain, metric, window, baseline, aggregation, events): fewer events than the windows, exactly
 # enough, more; a mean policy whose events carry no value half the time.

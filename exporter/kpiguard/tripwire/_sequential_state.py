@@ -100,9 +100,15 @@ def _newest_select(mean: bool) -> Any:
 _NEWEST = {mean: _newest_select(mean) for mean in (False, True)}
 
 
-async def _newest(session: AsyncSession, policy: Policy, limit: int) -> Sequence[Any]:
-    """The newest ``limit`` events of the policy's pair, newest first, in the windows' order: (id, success, value)."""
+async def newest_events(session: AsyncSession, policy: Policy, limit: int | None = None) -> Sequence[Any]:
+    """The newest ``limit`` events (default: window + baseline) of the policy's pair, newest first: (id, success, value).
+
+    A mean_value policy reads only events that carry a value. Served by the (domain, metric,
+    created_at, id, success, value) index in order: the cost does not grow with the size of the table.
+    """
     stmt = _NEWEST[policy.aggregation is Aggregation.MEAN_VALUE]
+    if limit is None:
+        limit = policy.window_events + policy.baseline_events
     params = {"domain": policy.domain, "metric": policy.metric, "limit": limit}
     if session.bind.dialect.name == "sqlite":
         return [_Event(*r) for r in await sqlite_rows(session, stmt, params)]
@@ -154,7 +160,7 @@ async def fold_new_events(session: AsyncSession, policy: Policy, state: CusumSta
     cusum = cusum_of(state)
     w, b = policy.window_events, policy.baseline_events
     limit = w + b + FOLD_READ_AHEAD
-    rows = await _newest(session, policy, limit)
+    rows = await newest_events(session, policy, limit)
     if not rows:
         if state.cusum_last_event_id is None:
             _store(state, cusum, 0)  # no events yet: every event to come is new
@@ -163,7 +169,7 @@ async def fold_new_events(session: AsyncSession, policy: Policy, state: CusumSta
     if new and new + w + b > len(rows) == limit:
         # More history exists than was read: read what the new events' baselines need.
         limit = (min(new, MAX_FOLD_EVENTS) if new < len(rows) else MAX_FOLD_EVENTS) + w + b
-        rows = await _newest(session, policy, limit)
+        rows = await newest_events(session, policy, limit)
         new = min(_leading_new(rows, state.cusum_last_event_id, w), MAX_FOLD_EVENTS)
     last = state.cusum_last_event_id
     if new:

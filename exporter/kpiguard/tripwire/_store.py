@@ -198,23 +198,6 @@ async def latch_trigger(session: AsyncSession, domain: str, metric: str, now: da
     return result.rowcount == 1
 
 
-async def newest_events(session: AsyncSession, policy: Policy) -> Sequence[Any]:
-    """The newest window+baseline events of the policy's (domain, metric), newest first: (id, success, value).
-
-    A mean_value policy reads only events that carry a value. Served by the (domain, metric,
-    created_at, id, success, value) index in order: the cost does not grow with the size of the table.
-    """
-    stmt = (
-        select(KpiEvent.id, KpiEvent.success, KpiEvent.value)
-        .where(KpiEvent.domain == policy.domain, KpiEvent.metric == policy.metric)
-        .order_by(KpiEvent.created_at.desc(), KpiEvent.id.desc())
-        .limit(policy.window_events + policy.baseline_events)
-    )
-    if policy.aggregation is Aggregation.MEAN_VALUE:
-        stmt = stmt.where(KpiEvent.value.is_not(None))
-    return (await session.execute(stmt)).all()
-
-
 @dataclass(frozen=True, slots=True)
 class PolicyRound:
     """What an evaluation reads of one policy: the policy, its state row, its two windows."""
@@ -361,7 +344,8 @@ async def read_round(
 ) -> list[PolicyRound]:
     """Every enabled policy (key None) or the one policy of ``key``, with its state and windows; by (domain, metric).
 
-    The windows are those of :func:`newest_events` followed by ``split_windows``, summed by the database.
+    The windows are those of ``_sequential_state.newest_events`` followed by ``split_windows``, summed by the
+    database.
     The state holds the columns an evaluation does not write (EVALUATED); None if the row is missing.
     PostgreSQL answers in one statement whatever the number of policies; SQLite in one more per policy.
     ``part`` (i, n), PostgreSQL only: the enabled policies whose id is i modulo n, so that n reads can
