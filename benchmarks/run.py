@@ -267,7 +267,7 @@ def batch_rows(n: int, seed: int) -> list[tuple[str, str, bool, float]]:
 
 
 async def raw_copy(schema: str, rows: list[tuple[str, str, bool, float]], clients: int, seconds: float,
-                   cpu: dict[str, float] | None = None) -> h.Load:
+                   cpu: collections.Counter[str] | None = None) -> h.Load:
     """Raw asyncpg COPY of ``rows`` per statement over ``clients`` connections for ``seconds``, as a load run.
 
     ``cpu`` (if given) gains the CPU seconds of this client ("copy client") and of PostgreSQL ("copy
@@ -292,8 +292,8 @@ async def raw_copy(schema: str, rows: list[tuple[str, str, bool, float]], client
         await asyncio.gather(*(one(c) for c in conns))
         took = time.perf_counter() - start
         if cpu is not None:
-            cpu["copy client"] = cpu.get("copy client", 0.0) + time.process_time() - c0
-            cpu["copy PostgreSQL"] = cpu.get("copy PostgreSQL", 0.0) + h.postgres_cpu_seconds() - p0
+            cpu["copy client"] += time.process_time() - c0
+            cpu["copy PostgreSQL"] += h.postgres_cpu_seconds() - p0
     finally:
         for c in conns:
             await c.close()
@@ -305,7 +305,7 @@ def bench_batch(rep: Report, sz: Sizes, work: Path) -> None:
     rows = batch_rows(sz.batch_events, 1)
     body = ndjson([event_line(d, m, s, v) for d, m, s, v in rows])
     secs = sz.http_seconds / sz.load_rounds
-    cpu: dict[str, float] = {}
+    cpu: collections.Counter[str] = collections.Counter()
     with pg_schema("kg_bench_batch") as schema:
         with h.start_kpiguard(work, database_url=h.PG_URL, schema=schema) as srv:
 
@@ -313,8 +313,8 @@ def bench_batch(rep: Report, sz: Sizes, work: Path) -> None:
                 s0, p0 = h.cpu_seconds(srv.pid), h.postgres_cpu_seconds()
                 load = h.post_load(srv.url + "/api/v1/kpi-events", body, NDJSON_CT, connections=sz.batch_clients,
                                    seconds=t)
-                cpu["server"] = cpu.get("server", 0.0) + h.cpu_seconds(srv.pid) - s0
-                cpu["PostgreSQL"] = cpu.get("PostgreSQL", 0.0) + h.postgres_cpu_seconds() - p0
+                cpu["server"] += h.cpu_seconds(srv.pid) - s0
+                cpu["PostgreSQL"] += h.postgres_cpu_seconds() - p0
                 return load
 
             loads = h.interleaved({
@@ -664,6 +664,7 @@ class Trials:
 async def _enforcement_trials(url: str, trials: int, guards: Sequence[str]) -> tuple[dict[str, Trials], float, int]:
     """``trials`` enforcement trials for each guard, taking turns; the mean after-ingest evaluation and their number."""
     results = {g: Trials() for g in guards}
+    crossings = {g: crossing_failure(g) for g in guards}
     async with aiohttp.ClientSession() as s:
         async def post(path: str, **kw: object) -> tuple[int, dict]:  # type: ignore[type-arg]
             async with s.post(url + path, **kw) as resp:  # type: ignore[arg-type]
@@ -676,7 +677,7 @@ async def _enforcement_trials(url: str, trials: int, guards: Sequence[str]) -> t
 
         for t in range(trials * len(guards)):
             guard = guards[t % len(guards)]
-            crossing, trial = crossing_failure(guard), results[guard]
+            crossing, trial = crossings[guard], results[guard]
             eng = f"E{t:04d}"
             st, data = await post("/api/governance/risk/policies/upsert", json={"engine": eng, "enabled": True})
             assert st == 200, data
