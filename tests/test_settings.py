@@ -48,6 +48,8 @@ def test_token_lists_accept_commas_and_json(monkeypatch):
         ({"log_level": "LOUD"}, "KPIGUARD_LOG_LEVEL"),
         ({"host": "0.0.0.0"}, "KPIGUARD_HOST"),
         ({"governance_refresh_seconds": 0}, "KPIGUARD_GOVERNANCE_REFRESH_SECONDS"),
+        ({"evaluation_read_parts": 0}, "KPIGUARD_EVALUATION_READ_PARTS"),
+        ({"evaluation_read_parts": 17}, "KPIGUARD_EVALUATION_READ_PARTS"),
     ],
 )
 def test_invalid_setting_names_itself(overrides, setting):
