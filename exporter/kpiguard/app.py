@@ -59,7 +59,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
                 )
         app[ENGINE] = engine
         app[SESSIONS] = session_factory(engine)
-        writer = EventWriter(app[SESSIONS], engine=engine, flush_max_events=settings.ingest_flush_max_events)
+        writer = EventWriter(app[SESSIONS], engine=engine, flush_max_events=settings.ingest_flush_max_events,
+                             observe_group=app[METRICS].ingest_group_commit.observe)
         writer.add_listener(_count_events(app[METRICS]))
         app[WRITER] = writer
         await writer.start()

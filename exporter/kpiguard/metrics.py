@@ -142,6 +142,11 @@ class Metrics:
             ["endpoint"], buckets=BATCH_SIZE_BUCKETS, registry=registry,
         )
         self.ingest_batch_size_by = Children(self.ingest_batch_size)
+        self.ingest_group_commit = Histogram(
+            "kpiguard_ingest_group_commit_events",
+            "Single events stored by one group commit (one transaction for the events that arrived together).",
+            buckets=BATCH_SIZE_BUCKETS, registry=registry,
+        )
         self.ingest_duplicates = Counter(
             "kpiguard_ingest_duplicates", "Events or requests not stored again because their id or key was seen.",
             ["kind"], registry=registry,

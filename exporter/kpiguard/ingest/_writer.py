@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import insert, select
@@ -105,12 +105,14 @@ class EventWriter:
     """Writes KPI events; single events are group-committed by a background task (two groups in flight on PostgreSQL)."""
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], *, engine: AsyncEngine, flush_max_events: int
+        self, sessions: async_sessionmaker[AsyncSession], *, engine: AsyncEngine, flush_max_events: int,
+        observe_group: Callable[[float], None] | None = None,
     ) -> None:
         self._sessions = sessions
         self._engine = engine
         self._dialect = engine.dialect.name
         self._flush_max = flush_max_events
+        self._observe_group = observe_group  # the size of each group commit (a histogram's observe)
         self._queue: asyncio.Queue[tuple[StoredEvent, asyncio.Future[StoredEvent]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._listeners: list[CommitListener] = []
@@ -119,11 +121,8 @@ class EventWriter:
         self._commits: set[asyncio.Task[None]] = set()
         # Groups that look up event_ids run one at a time, so two of them never insert the same event_id.
         self._event_id_groups = asyncio.Lock()
-        # SQLite: the group commit keeps one connection, and converts values as the ORM would store them.
+        # SQLite: the group commit keeps one connection (and stores values as sqlite_params converts them).
         self._sqlite_conn: AsyncConnection | None = None
-        self._sqlite_binds = [
-            KpiEvent.__table__.c[c].type.dialect_impl(engine.dialect).bind_processor(engine.dialect) for c in _COLUMNS
-        ]
 
     def add_listener(self, listener: CommitListener) -> None:
         """Call ``listener`` with the stored rows after every commit."""
@@ -186,6 +185,8 @@ class EventWriter:
             for (_, fut), ev in zip(group, stored, strict=True):
                 if not fut.done():
                     fut.set_result(ev)
+            if self._observe_group is not None:
+                self._observe_group(len(group))
             self._notify([ev for ev in stored if not ev.duplicate])
         finally:
             for _ in group:
@@ -264,7 +265,6 @@ class EventWriter:
         per group (cursor, execute, fetchall, close, commit, the pool's reset), and on a busy
         machine every hop waits for the scheduler: the server sat idle between group commits.
         """
-        binds = self._sqlite_binds
         if self._sqlite_conn is None:
             self._sqlite_conn = await self._engine.connect()
         conn = self._sqlite_conn
@@ -275,7 +275,7 @@ class EventWriter:
             found: list[Any] = []
             for start in range(0, len(rows), _SQLITE_ROWS_PER_STATEMENT):
                 chunk = rows[start : start + _SQLITE_ROWS_PER_STATEMENT]
-                params = [v if bind is None else bind(v) for r in chunk for v, bind in zip(r[1:10], binds, strict=True)]
+                params = sqlite_params(chunk)
                 sql = _SQLITE_INSERT_GROUP + ", ".join([_SQLITE_ROW] * len(chunk)) + " RETURNING id"
                 found.extend(await raw.execute_fetchall(sql, params))
             await raw.commit()
@@ -368,6 +368,30 @@ class EventWriter:
                 listener(stored)
             except Exception:  # a listener's bug must not turn a committed write into an error
                 log.exception("commit listener %r failed", listener)
+
+
+def sqlite_params(rows: Sequence[StoredEvent]) -> list[Any]:
+    """The rows' column values, one after the other, exactly as SQLAlchemy's bind processors store them on SQLite.
+
+    Booleans as 1 and 0, the detail as JSON text ("null" for none), the time as naive UTC text with
+    microseconds (UTCDateTime, then SQLite's DATETIME). Profiled: the nine generic processor calls
+    an event were 5 % of a single event's server time, 7 µs an event against 2.5 µs here.
+    """
+    out: list[Any] = []
+    add = out.extend
+    dumps = json.dumps
+    for _, domain, metric, success, value, actor, correlation_id, detail, created_at, event_id, _dup in rows:
+        add((domain, metric, 1 if success else 0, None if value is None else float(value), actor, correlation_id,
+             "null" if detail is None else dumps(detail), _sqlite_time(created_at), event_id))
+    return out
+
+
+def _sqlite_time(value: datetime) -> str:
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTCDateTime column")
+    utc = value.astimezone(UTC).replace(tzinfo=None)
+    text = utc.isoformat(" ")  # the year always has four digits
+    return text if utc.microsecond else text + ".000000"
 
 
 async def _copy_rows(raw: Any, rows: list[StoredEvent]) -> None:
