@@ -17,7 +17,7 @@ from kpiguard.governance._refresh import governance_refresh
 from kpiguard.ingest import EventWriter, StoredEvent
 from kpiguard.keys import ENGINE, EVALUATOR, METRICS, RECEIVER, SESSIONS, SETTINGS, WRITER
 from kpiguard.metrics import Metrics, observe_many
-from kpiguard.middleware import error_middleware, metrics_middleware
+from kpiguard.middleware import http_middleware
 from kpiguard.monitor.service import monitor_context
 from kpiguard.settings import Settings
 from kpiguard.tripwire._runner import Evaluator, running
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> web.Application:
     """Build the kpiguard application on ``settings``, exporting its metrics on ``registry``."""
     app = web.Application(
-        middlewares=[metrics_middleware, error_middleware],
+        middlewares=[http_middleware],
         # aiohttp refuses larger bodies itself; the handlers check again with a clearer message
         client_max_size=settings.max_body_bytes,
     )

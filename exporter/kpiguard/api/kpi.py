@@ -39,7 +39,7 @@ async def record_kpi(request: web.Request) -> web.Response:
     event = await _read_event(request, request.app[SETTINGS].max_body_bytes)
     stored = await request.app[WRITER].add_one(event)
     metrics = request.app[METRICS]
-    metrics.ingest_batch_size_by("kpi").observe(1)
+    metrics.ingest_batch_size_observe("kpi")(1)
     if stored.duplicate:
         metrics.ingest_duplicates.labels("kpi_event").inc()
     return json_response(stored.to_json(), status=200 if stored.duplicate else 201)
@@ -83,7 +83,7 @@ async def record_kpi_batch(request: web.Request) -> web.Response:
         )
     result = await request.app[WRITER].add_batch(events, key)
     metrics = request.app[METRICS]
-    metrics.ingest_batch_size_by("kpi-events").observe(len(events))
+    metrics.ingest_batch_size_observe("kpi-events")(len(events))
     if result.duplicates:
         metrics.ingest_duplicates.labels("kpi_event").inc(result.duplicates)
     if result.replayed:

@@ -123,6 +123,11 @@ class EventWriter:
         self._event_id_groups = asyncio.Lock()
         # SQLite: the group commit keeps one connection (and stores values as sqlite_params converts them).
         self._sqlite_conn: AsyncConnection | None = None
+        # PostgreSQL: connections kept out of the pool (with their asyncpg connection), never all of a small pool
+        self._pg_kept: list[tuple[AsyncConnection, Any]] = []
+        self._pg_open = 0
+        pool_size = getattr(engine.pool, "size", lambda: 0)()
+        self._pg_keep = max(0, min(_PG_COMMITS_IN_FLIGHT, pool_size - 1)) if self._dialect == "postgresql" else 0
 
     def add_listener(self, listener: CommitListener) -> None:
         """Call ``listener`` with the stored rows after every commit."""
@@ -144,6 +149,10 @@ class EventWriter:
         if self._sqlite_conn is not None:
             await self._sqlite_conn.close()
             self._sqlite_conn = None
+        while self._pg_kept:
+            conn, _ = self._pg_kept.pop()
+            self._pg_open -= 1
+            await conn.close()
 
     async def add_one(self, event: EventRow) -> StoredEvent:
         """Store one validated event (its row); returns once it is committed."""
@@ -228,17 +237,44 @@ class EventWriter:
 
     @contextlib.asynccontextmanager
     async def _pg_raw(self) -> AsyncIterator[Any]:
-        """A pooled connection's asyncpg connection, for one autocommitted statement; invalidated if it fails."""
-        async with self._engine.connect() as conn:
-            raw = (await conn.get_raw_connection()).driver_connection
-            assert raw is not None
+        """An asyncpg connection for one autocommitted statement; closed (not reused) if the statement fails.
+
+        The writer keeps up to _PG_COMMITS_IN_FLIGHT connections checked out of the pool for good, as
+        the SQLite writer keeps its one: checking a connection out and back in for every group (the
+        pool, SQLAlchemy's greenlet hop, its reset) was about 5 % of a single event's server time.
+        Beyond those (batches side by side), a connection is checked out for the statement.
+        """
+        kept = self._pg_kept.pop() if self._pg_kept else None
+        if kept is None and self._pg_open >= self._pg_keep:
+            async with self._engine.connect() as conn:
+                raw = (await conn.get_raw_connection()).driver_connection
+                assert raw is not None
+                try:
+                    yield raw
+                except BaseException:
+                    # SQLAlchemy did not see the statement fail: drop the connection rather than pool a broken one
+                    with contextlib.suppress(Exception):
+                        await conn.invalidate()
+                    raise
+            return
+        if kept is None:
+            self._pg_open += 1
             try:
-                yield raw
+                conn = await self._engine.connect()
+                raw = (await conn.get_raw_connection()).driver_connection
             except BaseException:
-                # SQLAlchemy did not see the statement fail: drop the connection rather than pool a broken one
-                with contextlib.suppress(Exception):
-                    await conn.invalidate()
+                self._pg_open -= 1
                 raise
+            kept = (conn, raw)
+        try:
+            yield kept[1]
+        except BaseException:
+            self._pg_open -= 1
+            with contextlib.suppress(Exception):
+                await kept[0].invalidate()
+                await kept[0].close()
+            raise
+        self._pg_kept.append(kept)
 
     async def _pg_insert_group(self, rows: list[StoredEvent]) -> list[StoredEvent]:
         """Insert events without an event_id in one statement, committed when it returns (no BEGIN, no COMMIT).
