@@ -65,3 +65,19 @@ async def test_each_group_commit_is_exported_with_its_size(client, monkeypatch):
     assert sample(samples, "kpiguard_ingest_group_commit_events_count") == len(groups)
     assert sample(samples, "kpiguard_ingest_group_commit_events_sum") == 40
     assert sample(samples, "kpiguard_ingest_group_commit_events_bucket", le="1.0") == groups.count(1)
+
+
+@pytest.mark.parametrize("pool_size", [1, 2, 20])
+async def test_the_writer_never_holds_the_whole_pool(make_client, pool_size):
+    """Whatever the pool size, the writer keeps at most all but one connection: events, batches and reads all go on."""
+    client = await make_client(database_pool_size=pool_size)
+    resps = await asyncio.gather(
+        *(client.post(KPI, json={"domain": "D", "metric": "m", "success": True}) for _ in range(20)),
+        *(client.post("/api/v1/kpi-events", json=[{"domain": "D", "metric": "m", "success": False}] * 5)
+          for _ in range(3)),
+    )
+    assert sorted({r.status for r in resps}) == [201]
+    state = await client.get("/api/governance/regression/state")
+    assert state.status == 200
+    writer = client.app[WRITER]
+    assert len(writer._pg_kept) <= max(0, pool_size - 1)
