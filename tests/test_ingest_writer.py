@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from conftest import metric_samples, sample
+from conftest import count_rows, metric_samples, sample
 from kpiguard.db.models import KpiEvent
 from kpiguard.ingest._writer import _COLUMNS, StoredEvent, sqlite_params
 from kpiguard.keys import WRITER
@@ -81,3 +81,80 @@ async def test_the_writer_never_holds_the_whole_pool(make_client, pool_size):
     assert state.status == 200
     writer = client.app[WRITER]
     assert len(writer._pg_kept) <= max(0, pool_size - 1)
+
+
+async def test_the_next_group_starts_before_the_last_group_is_answered(client, database, monkeypatch):
+    """Once a group is committed, the next group's commit starts before the committed group's waiters wake.
+
+    Answering first let the waiters' handlers run ahead of the writer, and the one SQLite writer sat
+    idle while the loop wrote their responses. Every commit slot is held first (one on SQLite, two on
+    PostgreSQL), so that the next group can start only when the first held one is done.
+    """
+    from kpiguard.ingest._writer import _PG_COMMITS_IN_FLIGHT
+
+    slots = _PG_COMMITS_IN_FLIGHT if database.kind == "postgresql" else 1
+    writer = client.app[WRITER]
+    log: list[str] = []
+    holds = [asyncio.Event() for _ in range(slots)]
+    real = writer._commit_group
+
+    async def commit_group(rows: list[StoredEvent]) -> list[StoredEvent]:
+        n = len([e for e in log if e.startswith("commit")])
+        log.append(f"commit {len(rows)}")
+        if n < slots:
+            await holds[n].wait()
+        return await real(rows)
+
+    monkeypatch.setattr(writer, "_commit_group", commit_group)
+    event = ("D", "m", True, None, None, None, None, None, None)
+
+    async def add(name: str) -> None:
+        await writer.add_one(event)
+        log.append(f"answered {name}")
+
+    held = []
+    for i in range(slots):
+        held.append(asyncio.create_task(add(f"held{i}")))
+        while len(log) <= i:
+            await asyncio.sleep(0)
+    rest = [asyncio.create_task(add(f"next{i}")) for i in range(3)]
+    await asyncio.sleep(0.01)  # the three queue behind the held commits
+    holds[0].set()
+    while "answered held0" not in log:
+        await asyncio.sleep(0.001)
+    for h in holds:
+        h.set()
+    await asyncio.gather(*held, *rest)
+    after = log[slots:]
+    assert after.index("commit 3") < after.index("answered held0"), log
+
+
+async def test_a_group_of_several_statements_on_sqlite_is_stored_whole_or_not_at_all(client, database, monkeypatch):
+    """SQLite's writer commits each one-statement group by itself; a group of several statements is one transaction."""
+    if database.kind != "sqlite":
+        pytest.skip("PostgreSQL stores a group in one statement whatever its size")
+    import kpiguard.ingest._writer as writer_module
+
+    monkeypatch.setattr(writer_module, "_SQLITE_ROWS_PER_STATEMENT", 3)
+    real = writer_module.sqlite_params
+    calls: list[int] = []
+
+    def failing_second_statement(rows: Any) -> list[Any]:
+        calls.append(len(rows))
+        values = real(rows)
+        if len(calls) == 2:
+            values[0] = None  # domain is NOT NULL: the second statement fails after the first ran
+        return values
+
+    monkeypatch.setattr(writer_module, "sqlite_params", failing_second_statement)
+    writer = client.app[WRITER]
+    event = ("D", "m", True, None, None, None, None, None, None)
+    # queued at once: one group of 7, three statements
+    results = await asyncio.gather(*(writer.add_one(event) for _ in range(7)), return_exceptions=True)
+    assert calls[:2] == [3, 3]
+    assert all(isinstance(r, Exception) for r in results)
+    assert await count_rows(client, KpiEvent) == 0
+    monkeypatch.setattr(writer_module, "sqlite_params", real)
+    stored = await asyncio.gather(*(writer.add_one(event) for _ in range(4)))
+    assert len({s.id for s in stored}) == 4
+    assert await count_rows(client, KpiEvent) == 4
