@@ -162,7 +162,10 @@ class EventWriter:
         if self._task is None:
             raise StorageError("the event writer is not running")
         fut: asyncio.Future[StoredEvent] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((_unstored((event,), utcnow())[0], fut))
+        domain, metric, success, value, actor, correlation_id, detail, created_at, event_id = event
+        row = tuple.__new__(StoredEvent, (None, domain, metric, success, value, actor, correlation_id, detail,
+                                          created_at or utcnow(), event_id, False))
+        self._queue.put_nowait((row, fut))
         # No shield needed: the commit runs in the writer's task, so a waiter that is cancelled (its
         # client gone) cancels only its own future, which the writer then leaves alone.
         return await fut
@@ -450,9 +453,12 @@ def sqlite_params(rows: Sequence[StoredEvent]) -> list[Any]:
 
 
 def _sqlite_time(value: datetime) -> str:
-    if value.tzinfo is None:
+    if value.tzinfo is UTC:  # the server's own clock (utcnow), most events
+        utc = value.replace(tzinfo=None)
+    elif value.tzinfo is None:
         raise ValueError("naive datetime given to a UTCDateTime column")
-    utc = value.astimezone(UTC).replace(tzinfo=None)
+    else:
+        utc = value.astimezone(UTC).replace(tzinfo=None)
     text = utc.isoformat(" ")  # the year always has four digits
     return text if utc.microsecond else text + ".000000"
 
