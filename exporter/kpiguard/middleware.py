@@ -41,7 +41,7 @@ async def http_middleware(request: web.Request, handler: web.Handler) -> web.Str
 
     Requests are counted and timed by route template, method and the status answered, an error's
     included. One middleware, not one for errors and one for metrics: counted with callgrind, the
-    second layer was about 6 % of a single event's instructions in the server.
+    second layer cost 11k of the 444k instructions a single event took in the server (2.5 %).
     """
     start = time.perf_counter()
     status = 500
