@@ -260,16 +260,22 @@ def bench_single(rep: Report, sz: Sizes, work: Path) -> None:
                         f"{how} ({h.round_ratios(load, pgw_l)}); the Pushgateway keeps pushes in memory only"))
 
 
-async def _group_commits(url: str) -> tuple[float, float]:
-    """The server's group commits of single events so far, and the events they stored."""
-    async with aiohttp.ClientSession() as s, s.get(url + "/metrics") as resp:
+async def _histogram_count_sum(s: aiohttp.ClientSession, url: str, name: str, labels: str = "") -> tuple[float, float]:
+    """A histogram series' count and sum as the server's /metrics shows them (``labels``: ``{k="v"}`` or none)."""
+    async with s.get(url + "/metrics") as resp:
         text = await resp.text()
     found = {"count": 0.0, "sum": 0.0}
     for line in text.splitlines():
         for k in found:
-            if line.startswith(f"kpiguard_ingest_group_commit_events_{k} "):
+            if line.startswith(f"{name}_{k}{labels} "):
                 found[k] = float(line.split()[-1])
     return found["count"], found["sum"]
+
+
+async def _group_commits(url: str) -> tuple[float, float]:
+    """The server's group commits of single events so far, and the events they stored."""
+    async with aiohttp.ClientSession() as s:
+        return await _histogram_count_sum(s, url, "kpiguard_ingest_group_commit_events")
 
 
 # --- 2. batch ingest ---
@@ -631,14 +637,7 @@ POLL_PAUSE = 0.002
 
 async def _eval_seconds(s: aiohttp.ClientSession, url: str) -> tuple[float, int]:
     """Mean server-side seconds of an after-ingest evaluation, and how many ran."""
-    async with s.get(url + "/metrics") as resp:
-        text = await resp.text()
-    total = count = 0.0
-    for line in text.splitlines():
-        if line.startswith('kpiguard_evaluation_duration_seconds_sum{trigger="evaluator"}'):
-            total = float(line.split()[-1])
-        elif line.startswith('kpiguard_evaluation_duration_seconds_count{trigger="evaluator"}'):
-            count = float(line.split()[-1])
+    count, total = await _histogram_count_sum(s, url, "kpiguard_evaluation_duration_seconds", '{trigger="evaluator"}')
     return (total / count if count else 0.0), int(count)
 
 
