@@ -264,36 +264,32 @@ class EventWriter:
         Beyond those (batches side by side), a connection is checked out for the statement.
         """
         kept = self._pg_kept.pop() if self._pg_kept else None
-        if kept is None and self._pg_open >= self._pg_keep:
-            async with self._engine.connect() as conn:
-                raw = (await conn.get_raw_connection()).driver_connection
-                assert raw is not None
-                try:
-                    yield raw
-                except BaseException:
-                    # SQLAlchemy did not see the statement fail: drop the connection rather than pool a broken one
-                    with contextlib.suppress(Exception):
-                        await conn.invalidate()
-                    raise
-            return
+        keep = kept is not None or self._pg_open < self._pg_keep
         if kept is None:
-            self._pg_open += 1
+            if keep:
+                self._pg_open += 1  # before the await: two groups opening at once do not both keep theirs
+            conn = None
             try:
                 conn = await self._engine.connect()
-                raw = (await conn.get_raw_connection()).driver_connection
+                kept = (conn, (await conn.get_raw_connection()).driver_connection)
             except BaseException:
-                self._pg_open -= 1
+                self._pg_open -= keep
+                if conn is not None:
+                    await conn.close()
                 raise
-            kept = (conn, raw)
         try:
             yield kept[1]
         except BaseException:
-            self._pg_open -= 1
+            # SQLAlchemy did not see the statement fail: drop the connection rather than reuse a broken one
+            self._pg_open -= keep
             with contextlib.suppress(Exception):
                 await kept[0].invalidate()
                 await kept[0].close()
             raise
-        self._pg_kept.append(kept)
+        if keep:
+            self._pg_kept.append(kept)
+        else:
+            await kept[0].close()
 
     async def _pg_insert_group(self, rows: list[StoredEvent]) -> list[StoredEvent]:
         """Insert events without an event_id in one statement, committed when it returns (no BEGIN, no COMMIT).
